@@ -1,0 +1,1 @@
+"""MixTrain-DALI: a DALI ImageFolder pipeline with MixTrain input mixing."""
