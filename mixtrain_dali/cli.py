@@ -1,0 +1,163 @@
+"""`mixtrain` command line. A user's mistake prints one line and exits 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse prints usage + message)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root with train/ and val/ (ImageFolder layout)")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML recipe (see pipelines/); flags override it")
+    p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50, mobilenet_v2, vit_b_16")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="composites per step and rank")
+    p.add_argument("--lr", type=float, help="learning rate for batch 256 (scaled with the global batch)")
+    p.add_argument("--image-size", type=int, help="train crop; val resize and crop scale with it")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--threads", type=int, help="DALI CPU threads (default min(cores, 8))")
+    p.add_argument("--out", help="run directory (metrics.jsonl, config.toml, checkpoint.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    g = p.add_argument_group("mixing (MixTrain)")
+    g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off")
+    g.add_argument("--mix-fraction", type=float, help="fraction of samples mixed per mixing epoch")
+    g.add_argument("--mix-speedup", type=float, help="target ideal epoch speedup instead of a fraction")
+    g.add_argument("--mix-selection", choices=["loss", "random"], help="loss: below-threshold samples")
+    g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal")
+    g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _config_from_args(args):
+    from .config import load_config
+
+    mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
+           "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup}
+    if args.mix_k is not None:
+        mix["enabled"] = args.mix_k > 1
+    overrides = {
+        "data": {"batch_size": args.batch_size, "image_size": args.image_size, "device": args.device,
+                 "threads": args.threads},
+        "train": {"arch": args.arch, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "out": args.out},
+        "mix": mix,
+    }
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    config = _config_from_args(args)
+    train(config, args.data, config.train.out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def cmd_make_synthetic(args) -> int:
+    from .synthetic import make_synthetic
+
+    root = make_synthetic(args.dir, classes=args.classes, train_per_class=args.train_per_class,
+                          val_per_class=args.val_per_class, seed=args.seed)
+    print(f"wrote {root}/train and {root}/val")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(data=args.data, out=args.out, epochs=args.epochs, quick=args.quick,
+             progress=not args.no_progress)
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from .preview import preview
+
+    out = preview(args.data, args.out, k=args.k, fraction=args.fraction, batch_size=args.batch_size,
+                  image_size=args.image_size, seed=args.seed, device=args.device)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .report import plot_runs, read_run
+
+    runs = {Path(d).name: read_run(d) for d in args.run_dirs}
+    out = args.out or str(Path(args.run_dirs[0]) / "curves.png")
+    print(f"wrote {plot_runs(runs, out)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mixtrain", description="DALI ImageFolder loader with MixTrain input mixing")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a torchvision model on an ImageFolder dataset")
+    _add_data_flags(p)
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("make-synthetic", help="write the embedded synthetic ImageFolder dataset")
+    p.add_argument("dir")
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--train-per-class", type=int, default=100)
+    p.add_argument("--val-per-class", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_synthetic)
+
+    p = sub.add_parser("demo", help="baseline vs MixTrain on the synthetic dataset, side by side")
+    p.add_argument("--data", default="data/synthetic", help="where the synthetic dataset is cached")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="a smaller, faster demo (for tests)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("preview", help="save one mixed batch as a labelled PNG grid")
+    _add_data_flags(p)
+    p.add_argument("--out", default="preview.png")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--fraction", type=float, default=0.75)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("plot", help="draw a run's curves (accuracy, loss, speedup) to PNG")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"mixtrain: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mixtrain: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""Configuration: one dataclass per concern, loaded from TOML, saved beside every run.
+
+`[data]` is the pipeline (sizes, batch, device), `[mix]` the controller's knobs, `[train]`
+the reference training loop. Every value is checked when the object is made, so a bad
+value fails at start-up with one line naming it and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise UserError(message)
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 224            # train crop and canvas side
+    val_resize: int | None = None    # val shorter side; None = image_size * 256 / 224
+    batch_size: int = 256            # composites per step (per rank)
+    drop_last: bool = False
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # and aspect ratio
+    device: str = "auto"             # auto | cpu | gpu (DALI decode and augment)
+    threads: int = 0                 # DALI CPU threads; 0 = min(cores, 8)
+    prefetch: int = 2                # DALI prefetch queue depth
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 16, f"image_size={self.image_size} is too small; use >= 16")
+        _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        _check(self.device in ("auto", "cpu", "gpu"), f"device={self.device!r}; valid: auto, cpu, gpu")
+        _check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = automatic)")
+        _check(self.prefetch >= 1, f"prefetch={self.prefetch} must be >= 1")
+        _check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1,
+               f"scale={self.scale} must be [lo, hi] with 0 < lo <= hi <= 1")
+        _check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1],
+               f"ratio={self.ratio} must be [lo, hi] with 0 < lo <= hi")
+        if self.val_resize is None:
+            self.val_resize = int(round(self.image_size * 256 / 224))
+        _check(self.val_resize >= self.image_size,
+               f"val_resize={self.val_resize} must be >= image_size={self.image_size}")
+
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, min(os.cpu_count() or 1, 8))
+
+
+@dataclass
+class MixConfig:
+    enabled: bool = False
+    k: int = 4                       # constituents per composite, 1..4 (1 = no mixing)
+    fraction: float | None = None    # share of samples mixed per mixing epoch ...
+    target_speedup: float | None = None  # ... or the ideal epoch speedup S (one of the two)
+    warmup_epochs: int = 1           # first epochs unmixed, so every sample has a loss
+    final_full_fraction: float = 0.125  # last part of training unmixed
+    selection: str = "loss"          # loss: below-threshold candidates; random: any seen sample
+    threshold: str = "mean"          # mean | median of the loss table
+    gamma: float = 1.0               # area share ~ (loss + eps) ** gamma; 0 = equal shares
+    eps: float = 0.05
+    share_min: float = 0.1           # clip of each constituent's area share
+    share_max: float = 0.75
+    min_side_frac: float = 0.125     # no tile side below this fraction of the canvas side
+    self_correct: bool = True        # a sample whose mixed loss exceeded the threshold is unmixed next
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
+        if self.fraction is not None and self.target_speedup is not None:
+            raise UserError("give mix fraction or target_speedup, not both")
+        if self.fraction is not None:
+            _check(0.0 <= self.fraction <= 1.0, f"mix fraction={self.fraction} is outside [0, 1]")
+        if self.target_speedup is not None:
+            top = max_speedup(self.k)
+            _check(1.0 <= self.target_speedup <= top,
+                   f"target speedup {self.target_speedup} cannot be reached with k={self.k}: "
+                   f"valid range is [1, {top:g}]")
+        _check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must be >= 0")
+        _check(0.0 <= self.final_full_fraction < 1.0,
+               f"final_full_fraction={self.final_full_fraction} is outside [0, 1)")
+        _check(self.selection in ("loss", "random"), f"selection={self.selection!r}; valid: loss, random")
+        _check(self.threshold in ("mean", "median"), f"threshold={self.threshold!r}; valid: mean, median")
+        _check(self.gamma >= 0, f"gamma={self.gamma} must be >= 0")
+        _check(self.eps > 0, f"eps={self.eps} must be > 0")
+        _check(0 < self.share_min <= 1 / self.k <= self.share_max <= 1,
+               f"share_min={self.share_min}, share_max={self.share_max} must satisfy "
+               f"0 < share_min <= 1/k <= share_max <= 1 for k={self.k}")
+        _check(0 < self.min_side_frac <= 0.5 / max(1, math.ceil(self.k / 2)),
+               f"min_side_frac={self.min_side_frac} is outside (0, {0.5 / max(1, math.ceil(self.k / 2)):g}] for k={self.k}")
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.k > 1 and self.mix_fraction() > 0
+
+    def mix_fraction(self) -> float:
+        """The fraction f of samples mixed in a mixing epoch (DESIGN.md, speedup arithmetic)."""
+        if self.fraction is not None:
+            return self.fraction
+        speedup = 1.6 if self.target_speedup is None else self.target_speedup
+        if self.k == 1:
+            return 0.0
+        return min(1.0, (1 - 1 / speedup) / (1 - 1 / self.k))
+
+
+def max_speedup(k: int) -> float:
+    return float(k)
+
+
+def ideal_speedup(k: int, fraction: float) -> float:
+    """S = 1 / (1 - f + f / k)."""
+    return 1.0 / (1.0 - fraction + fraction / k)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet18"
+    epochs: int = 10
+    lr: float = 0.1                  # for batch 256; scaled linearly with the global batch
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    warmup_epochs: float = 1.0       # linear lr warm-up, then cosine
+    label_smoothing: float = 0.1
+    amp: bool = True                 # on GPU only
+    channels_last: bool = True       # on GPU only
+    seed: int = 0
+    out: str = "runs/run"
+    log_every: int = 0               # 0: one line per epoch
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        _check(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check(0 <= self.momentum < 1, f"momentum={self.momentum} is outside [0, 1)")
+        _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        _check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must be >= 0")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} is outside [0, 1)")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "Config":
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise UserError(f"{source}: unknown section [{unknown[0]}]; valid: {', '.join(sections)}")
+        kwargs = {}
+        hints = typing.get_type_hints(cls)
+        for name in sections:
+            kwargs[name] = _section_from_dict(hints[name], raw.get(name, {}), f"{source} [{name}]")
+        return cls(**kwargs)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(to_toml(self.to_dict()))
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict | None = None) -> Config:
+    """Read a TOML file (or nothing), then apply `{"section": {"key": value}}` overrides."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {str(p)!r} does not exist")
+        try:
+            raw = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"config file {str(p)!r} is not valid TOML: {e}") from None
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    return Config.from_dict(raw, source=str(path) if path else "config")
+
+
+def _section_from_dict(cls, raw: dict, where: str):
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a table of key = value")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise UserError(f"{where}: unknown key {key!r}; valid keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where} {key}")
+    return cls(**kwargs)
+
+
+def _coerce(value, tp, where: str):
+    """Check `value` against a field's annotation; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError:
+                pass
+        raise UserError(f"{where} = {value!r} has the wrong type; expected {_type_name(tp)}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} = {value!r} has the wrong type; expected a list of {_type_name(item)}")
+        return [_coerce(v, item, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise UserError(f"{where} = {value!r} has the wrong type; expected {_type_name(tp)}")
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def to_toml(sections: dict) -> str:
+    """Flat TOML writer for Config.to_dict() (tables of scalars and lists; None is left out)."""
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

@@ -1,0 +1,177 @@
+"""The MixTrain controller: from the loss table, the epoch and the seed, the epoch's plan.
+
+Pure numpy; knows nothing of DALI or torch. The plan is a pure function of
+(config, seed, epoch, loss table, mixed flags): the RNG is derived from (seed, epoch), so
+there is no RNG state to carry and a resumed run plans exactly what the uninterrupted one
+would have. Rules (DESIGN.md, "Controller"), in the order they apply:
+
+1. warm-up and final epochs are unmixed;
+2. candidates: seen samples whose last loss is at most the threshold (selection="loss"),
+   or every seen sample (selection="random"); a sample never seen is never mixed;
+3. self-correction: a sample whose loss, measured inside a composite, exceeded the
+   threshold is not a candidate (it gets a full-resolution view next epoch);
+4. budget: at most round(f * N) samples mixed, chosen at random among the candidates
+   (not lowest-first, so no sample is starved of full-resolution views); fewer candidates
+   give a lower speedup, which is logged;
+5. random groups of k; adaptive area shares (loss + eps) ** gamma, clipped; slice-and-dice
+   layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .config import MixConfig, ideal_speedup
+from .layout import layout_batch
+from .plan import EpochPlan, single_plan
+
+log = logging.getLogger(__name__)
+
+_SALT_PLAN = 0x4D4958  # separates the plan's stream from any other use of (seed, epoch)
+
+
+class MixController:
+    """Plans every epoch. `epochs` is the run's length (for the final unmixed epochs)."""
+
+    def __init__(self, config: MixConfig, num_samples: int, canvas: tuple[int, int],
+                 seed: int = 0, epochs: int | None = None):
+        self.config = config
+        self.num_samples = int(num_samples)
+        self.canvas = (int(canvas[0]), int(canvas[1]))
+        self.seed = int(seed)
+        self.epochs = epochs
+
+    # -- schedule ---------------------------------------------------------------------
+    def final_full_epochs(self) -> int:
+        if self.epochs is None:
+            return 0
+        return int(math.ceil(self.config.final_full_fraction * self.epochs))
+
+    def is_mixing_epoch(self, epoch: int) -> bool:
+        c = self.config
+        if not c.active or epoch < c.warmup_epochs:
+            return False
+        return self.epochs is None or epoch < self.epochs - self.final_full_epochs()
+
+    # -- planning ---------------------------------------------------------------------
+    def plan(self, epoch: int, losses: np.ndarray | None = None,
+             mixed_last: np.ndarray | None = None, exclude: np.ndarray | None = None) -> EpochPlan:
+        """The plan of `epoch`.
+
+        losses: (N,) float, each sample's latest loss, NaN where never measured.
+        mixed_last: (N,) bool, whether that loss was measured inside a composite.
+        exclude: (N,) bool, samples left out entirely (e.g. unreadable files).
+        """
+        n, c = self.num_samples, self.config
+        rng = np.random.default_rng([self.seed, epoch, _SALT_PLAN])
+        losses = np.full(n, np.nan, np.float32) if losses is None else np.asarray(losses, np.float32)
+        mixed_last = np.zeros(n, bool) if mixed_last is None else np.asarray(mixed_last, bool)
+        keep = np.ones(n, bool) if exclude is None else ~np.asarray(exclude, bool)
+        if losses.shape != (n,) or mixed_last.shape != (n,) or keep.shape != (n,):
+            raise ValueError(f"loss table shapes {losses.shape}, {mixed_last.shape}, {keep.shape} != ({n},)")
+
+        seen = keep & ~np.isnan(losses)
+        stats = {"epoch": epoch, "mixing_epoch": False, "threshold": None, "candidates": 0,
+                 "self_corrected": 0, "target_speedup": 1.0, "budget_met": True}
+        if not self.is_mixing_epoch(epoch) or not seen.any():
+            order = rng.permutation(np.flatnonzero(keep))
+            plan = single_plan(epoch, order, self.canvas, rng.random(len(order)) < 0.5)
+            plan.stats = self._finish_stats(stats, plan)
+            return plan
+
+        k = c.k
+        f = c.mix_fraction()
+        threshold = float(np.mean(losses[seen]) if c.threshold == "mean" else np.median(losses[seen]))
+        if c.selection == "loss":
+            candidates = seen & (losses <= threshold)
+        else:
+            candidates = seen.copy()
+        if c.self_correct:
+            corrected = candidates & mixed_last & (losses > threshold)
+            candidates &= ~corrected
+            stats["self_corrected"] = int(corrected.sum())
+        cand_idx = np.flatnonzero(candidates)
+        budget = int(round(f * int(keep.sum()))) // k * k
+        n_mix = min(budget, len(cand_idx) // k * k)
+        chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
+
+        groups = chosen.reshape(-1, k)
+        shares = self.area_shares(losses[groups])
+        min_side = max(1, int(round(c.min_side_frac * min(self.canvas))))
+        boxes = layout_batch(shares, self.canvas[0], self.canvas[1], min_side) if len(groups) else \
+            np.zeros((0, k, 4), np.int32)
+
+        mixed = np.zeros(n, bool)
+        mixed[chosen] = True
+        singles = np.flatnonzero(keep & ~mixed)
+        n_comp = len(groups) + len(singles)
+        members = np.full((n_comp, k), -1, np.int64)
+        all_boxes = np.zeros((n_comp, k, 4), np.int32)
+        all_shares = np.zeros((n_comp, k), np.float32)
+        members[:len(groups)] = groups
+        all_boxes[:len(groups)] = boxes
+        all_shares[:len(groups)] = shares
+        members[len(groups):, 0] = singles
+        all_boxes[len(groups):, 0] = (0, 0, self.canvas[0], self.canvas[1])
+        all_shares[len(groups):, 0] = 1.0
+
+        order = rng.permutation(n_comp)
+        flips = (rng.random((n_comp, k)) < 0.5) & (members[order] >= 0)
+        plan = EpochPlan(epoch, self.canvas, members[order], all_boxes[order], all_shares[order],
+                         flips.astype(np.uint8))
+        target = ideal_speedup(k, f)
+        stats.update(mixing_epoch=True, threshold=threshold, candidates=int(len(cand_idx)),
+                     target_speedup=target, budget_met=n_mix >= budget)
+        plan.stats = self._finish_stats(stats, plan)
+        if n_mix < budget:
+            log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): "
+                        "ideal speedup %.3f instead of %.3f", epoch, len(cand_idx), n, budget,
+                        plan.ideal_speedup, target)
+        return plan
+
+    def area_shares(self, group_losses: np.ndarray) -> np.ndarray:
+        """(g, k) losses -> (g, k) area shares: a_j ~ (loss_j + eps) ** gamma, clipped, sum 1."""
+        c = self.config
+        g, k = group_losses.shape
+        if c.gamma == 0 or g == 0:
+            return np.full((g, k), 1.0 / k, np.float32)
+        w = np.power(np.maximum(group_losses.astype(np.float64), 0.0) + c.eps, c.gamma)
+        shares = w / w.sum(1, keepdims=True)
+        return _clip_shares(shares, c.share_min, c.share_max).astype(np.float32)
+
+    @staticmethod
+    def _finish_stats(stats: dict, plan: EpochPlan) -> dict:
+        stats.update(samples=plan.n_samples, composites=plan.n_composites,
+                     mixed_samples=plan.n_mixed_samples, ideal_speedup=plan.ideal_speedup)
+        return stats
+
+    # -- resume -----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything that makes a plan: with the loss table (the loader's), this is all."""
+        import dataclasses
+        return {"config": dataclasses.asdict(self.config), "num_samples": self.num_samples,
+                "canvas": list(self.canvas), "seed": self.seed, "epochs": self.epochs}
+
+
+def _clip_shares(shares: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip each row into [lo, hi] keeping the sum 1: fix the clipped entries, rescale the rest.
+
+    Exact after at most k passes (each pass fixes at least one more entry), because
+    lo <= 1/k <= hi makes a feasible solution exist.
+    """
+    out = shares.copy()
+    fixed = np.zeros(out.shape, bool)
+    for _ in range(out.shape[1]):
+        below, above = (out < lo) & ~fixed, (out > hi) & ~fixed
+        if not (below.any() or above.any()):
+            break
+        out[below], out[above] = lo, hi
+        fixed |= below | above
+        free_sum = np.where(fixed, 0.0, out).sum(1, keepdims=True)
+        room = 1.0 - np.where(fixed, out, 0.0).sum(1, keepdims=True)
+        scale = np.divide(room, free_sum, out=np.ones_like(room), where=free_sum > 0)
+        out = np.where(fixed, out, out * scale)
+    return out

@@ -1,0 +1,303 @@
+"""The PyTorch side (DESIGN.md, data flow steps 4 and 6): iterators a training loop swaps in
+for `DataLoader(ImageFolder(...))`, and the loss feedback into the controller.
+
+`TrainLoader` yields `(images, labels)` without mixing and `MixBatch` with it. Each epoch
+it (1) folds the losses recorded during the last epoch into the host loss table (one
+all-reduce and one device->host copy per epoch), (2) asks the controller for the epoch's
+plan, (3) uploads this rank's plan rows to the training device once, (4) runs the DALI
+pipeline over the plan's batches. Per step nothing crosses from the device to the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import Config, DataConfig, MixConfig
+from .controller import MixController
+from .dataset import ImageFolderIndex, scan_image_folder
+from .errors import UserError
+from .pipelines import resolve_device, train_pipeline, val_pipeline
+from .plan import EpochPlan
+from .source import PlanSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MixBatch:
+    """One step: B composites and, on the training device, who is in each and where."""
+
+    images: torch.Tensor      # (B, 3, H, W) float, normalised (channels_last memory)
+    sample_ids: torch.Tensor  # (B, k_max) int64, -1 padded
+    labels: torch.Tensor      # (B, k_max) int64, -1 padded
+    boxes: torch.Tensor       # (B, k_max, 4) float32 (y, x, h, w) in canvas pixels
+    mask: torch.Tensor        # (B, k_max) bool, valid constituents
+    shares: torch.Tensor      # (B, k_max) float32 area shares
+    n_samples: int            # valid constituents, known on the host
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class TrainLoader:
+    """A DALI train loader over an ImageFolder root, with optional MixTrain mixing.
+
+    Every epoch a new order from (seed, epoch); every sample exactly once per epoch (as a
+    composite's constituent or alone); the last partial batch kept unless `drop_last`.
+    Under torch.distributed, each rank iterates a disjoint shard with the same number of
+    batches. Call `record(batch, per_constituent_losses)` each step when mixing.
+    """
+
+    def __init__(self, root, batch_size: int = 256, image_size: int = 224, *,
+                 mix: MixConfig | None = None, seed: int = 0, epochs: int | None = None,
+                 device: str = "auto", threads: int = 0, drop_last: bool = False,
+                 scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), prefetch: int = 2,
+                 rank: int | None = None, world_size: int | None = None,
+                 torch_device: torch.device | str | None = None):
+        self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
+                               scale=list(scale), ratio=list(ratio), device=device,
+                               threads=threads, prefetch=prefetch)
+        self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
+        self.mix = mix if mix is not None else MixConfig(enabled=False)
+        self.seed = int(seed)
+        self.rank, self.world_size = _dist_info(rank, world_size)
+        self.dali_device, self.device_id = resolve_device(device)
+        if torch_device is None:
+            torch_device = f"cuda:{self.device_id}" if self.dali_device == "gpu" else "cpu"
+        self.torch_device = torch.device(torch_device)
+        n = len(self.index)
+        self.controller = MixController(self.mix, n, (image_size, image_size), seed=self.seed, epochs=epochs)
+        self.mixing = self.mix.active
+        self.epoch = 0
+        # loss table: slot N absorbs the padded constituents' writes (no masking, no sync)
+        self.losses = torch.full((n + 1,), float("nan"), device=self.torch_device)
+        self.mixed = torch.zeros(n + 1, dtype=torch.bool, device=self.torch_device)
+        self._updated = torch.zeros(n + 1, dtype=torch.bool, device=self.torch_device)
+        self.host_losses = np.full(n, np.nan, np.float32)
+        self.host_mixed = np.zeros(n, bool)
+        self.excluded = np.zeros(n, bool)
+        self._labels = torch.as_tensor(np.append(self.index.labels, -1), device=self.torch_device)
+        self._plan: EpochPlan | None = None
+        self._batches: list[np.ndarray] | None = None
+        self._source = PlanSource(*self.index.path_bytes, mixing=self.mixing)
+        self._pipe = None
+
+    @classmethod
+    def from_config(cls, root, config: Config, **kwargs) -> "TrainLoader":
+        d = config.data
+        return cls(root, d.batch_size, d.image_size, mix=config.mix, seed=config.train.seed,
+                   epochs=config.train.epochs, device=d.device, threads=d.threads,
+                   drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, prefetch=d.prefetch, **kwargs)
+
+    # -- epochs and plans ---------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return len(self.index)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.index.classes
+
+    def set_epoch(self, epoch: int) -> None:
+        """Like DistributedSampler.set_epoch: the next iteration plans `epoch`."""
+        self.epoch = int(epoch)
+        self._plan = self._batches = None
+
+    def plan(self) -> EpochPlan:
+        """The plan of the epoch about to be (or being) iterated; planned once per epoch."""
+        if self._plan is None:
+            self._sync_losses()
+            self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
+            self._batches = self._plan.batches(self.data.batch_size, self.rank, self.world_size,
+                                               self.data.drop_last)
+        return self._plan
+
+    def batches(self) -> list[np.ndarray]:
+        self.plan()
+        return self._batches
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    # -- feedback -----------------------------------------------------------------------
+    def record(self, batch: MixBatch, per_constituent_losses: torch.Tensor) -> None:
+        """Store each constituent's loss in the device loss table (asynchronous: no sync)."""
+        n = self.num_samples
+        ids = torch.where(batch.mask, batch.sample_ids, n).reshape(-1)
+        self.losses.index_put_((ids,), per_constituent_losses.detach().float().reshape(-1))
+        in_composite = (batch.mask.sum(1, keepdim=True) > 1).expand_as(batch.mask).reshape(-1)
+        self.mixed.index_put_((ids,), in_composite)
+        self._updated.index_fill_(0, ids, True)
+
+    def _sync_losses(self) -> None:
+        """Fold this epoch's recorded losses into the host table; all ranks end identical."""
+        losses, mixed, updated = self.losses, self.mixed, self._updated
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            packed = torch.stack([torch.where(updated, losses, 0.0).nan_to_num(0.0),
+                                  updated.float(), (mixed & updated).float()])
+            torch.distributed.all_reduce(packed)
+            count = packed[1]
+            got = count > 0
+            losses = torch.where(got, packed[0] / count.clamp(min=1), losses)
+            mixed = torch.where(got, packed[2] > 0, mixed)
+            self.losses.copy_(losses)
+            self.mixed.copy_(mixed)
+        host = torch.stack([self.losses[:-1], self.mixed[:-1].float()]).cpu().numpy()
+        self.host_losses = host[0].astype(np.float32)
+        self.host_mixed = host[1] > 0.5
+        self._updated.zero_()
+
+    # -- iteration ----------------------------------------------------------------------
+    def __iter__(self):
+        plan, batches = self.plan(), self._batches
+        rows = self._upload_rows(plan, batches)
+        self._source.start(plan, batches)
+        pipe = self._pipeline()
+        try:
+            for i, comp in enumerate(batches):
+                (out,) = pipe.run()
+                images = self._to_torch(out, len(comp))
+                yield self._make_batch(images, rows, i, len(comp))
+        finally:
+            self._source.start(None, [])
+            self._pipe = None
+            self.epoch += 1
+            self._plan = self._batches = None
+
+    def _pipeline(self):
+        """A pipeline for this epoch, seeded from (seed, rank, epoch): a resumed run draws the
+        same crops and flips as an uninterrupted one, and no prefetch leaks across epochs.
+        (Building costs a fraction of a second, once per epoch.)"""
+        self._pipe = None  # release the last epoch's buffers first
+        d = self.data
+        pipe = train_pipeline(
+            source=self._source, device=self.dali_device, image_size=d.image_size,
+            scale=d.scale, ratio=d.ratio, mixing=self.mixing,
+            batch_size=d.batch_size * (self.mix.k if self.mixing else 1),
+            num_threads=d.resolved_threads(), device_id=self.device_id,
+            seed=int(np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(1)[0] % 2**31),
+            prefetch_queue_depth=d.prefetch)
+        pipe.build()
+        self._pipe = pipe
+        return pipe
+
+    def _upload_rows(self, plan: EpochPlan, batches: list[np.ndarray]) -> dict:
+        """This rank's plan rows, on the training device once per epoch; steps slice them."""
+        order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
+        members = plan.members[order]
+        dev = self.torch_device
+        ids = torch.as_tensor(members, device=dev)
+        n = self.num_samples
+        return {
+            "offsets": np.concatenate([[0], np.cumsum([len(b) for b in batches])]).astype(np.int64),
+            "counts": (members >= 0).sum(1),
+            "sample_ids": ids,
+            "labels": self._labels[torch.where(ids >= 0, ids, n)],
+            "boxes": torch.as_tensor(plan.boxes[order], dtype=torch.float32, device=dev),
+            "mask": ids >= 0,
+            "shares": torch.as_tensor(plan.shares[order], device=dev),
+        }
+
+    def _make_batch(self, images: torch.Tensor, rows: dict, i: int, size: int):
+        a, b = rows["offsets"][i], rows["offsets"][i + 1]
+        if not self.mixing:
+            return images, rows["labels"][a:b, 0]
+        return MixBatch(images, rows["sample_ids"][a:b], rows["labels"][a:b], rows["boxes"][a:b],
+                        rows["mask"][a:b], rows["shares"][a:b], int(rows["counts"][a:b].sum()))
+
+    def _to_torch(self, out, n_heads: int) -> torch.Tensor:
+        """The first n_heads outputs (the composites) as an NCHW view of NHWC memory."""
+        tensor = out.as_tensor()
+        if self.dali_device == "gpu":
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            buf = torch.empty(tensor.shape(), dtype=torch.float32, device=self.torch_device)
+            feed_ndarray(tensor, buf, cuda_stream=torch.cuda.current_stream(self.torch_device))
+            nhwc = buf[:n_heads]
+        else:
+            # DALI reuses its buffers: copy the heads out
+            nhwc = torch.from_numpy(np.asarray(tensor)[:n_heads]).clone()
+            if self.torch_device.type != "cpu":
+                nhwc = nhwc.pin_memory().to(self.torch_device, non_blocking=True)
+        return nhwc.permute(0, 3, 1, 2)
+
+    # -- resume -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        self._sync_losses()
+        return {"epoch": self.epoch, "seed": self.seed, "losses": self.host_losses.copy(),
+                "mixed": self.host_mixed.copy(), "excluded": self.excluded.copy(),
+                "mix": dataclasses.asdict(self.mix), "data": self.index.fingerprint(),
+                "controller": self.controller.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["data"] != self.index.fingerprint():
+            raise UserError(
+                f"checkpoint was made on another dataset ({state['data']['num_samples']} samples, "
+                f"{len(state['data']['classes'])} classes) than {str(self.index.root)!r} "
+                f"({len(self.index)} samples, {len(self.index.classes)} classes)")
+        self.epoch = int(state["epoch"])
+        self.host_losses = np.asarray(state["losses"], np.float32)
+        self.host_mixed = np.asarray(state["mixed"], bool)
+        self.excluded = np.asarray(state["excluded"], bool)
+        self.losses[:-1] = torch.as_tensor(self.host_losses, device=self.torch_device)
+        self.mixed[:-1] = torch.as_tensor(self.host_mixed, device=self.torch_device)
+        self._updated.zero_()
+        self._plan = self._batches = None
+
+
+class ValLoader:
+    """Validation: resize the shorter side, center crop, normalise; sharded, no padding
+    duplicates (the reader's padded samples are dropped), `(images, labels)` batches."""
+
+    def __init__(self, root, batch_size: int = 256, image_size: int = 224, resize: int | None = None,
+                 *, device: str = "auto", threads: int = 0, classes: list[str] | None = None,
+                 rank: int | None = None, world_size: int | None = None,
+                 torch_device: torch.device | str | None = None):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        self.data = DataConfig(image_size=image_size, batch_size=batch_size, val_resize=resize,
+                               device=device, threads=threads)
+        self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
+        if classes is not None and classes != self.index.classes:
+            raise UserError(f"val classes in {str(self.index.root)!r} differ from the train classes "
+                            f"({len(self.index.classes)} vs {len(classes)})")
+        self.rank, self.world_size = _dist_info(rank, world_size)
+        self.dali_device, self.device_id = resolve_device(device)
+        if torch_device is None:
+            torch_device = f"cuda:{self.device_id}" if self.dali_device == "gpu" else "cpu"
+        self.torch_device = torch.device(torch_device)
+        pipe = val_pipeline(files=self.index.paths, labels=self.index.labels.tolist(),
+                            device=self.dali_device, image_size=image_size,
+                            resize=self.data.val_resize, shard_id=self.rank, num_shards=self.world_size,
+                            batch_size=batch_size, num_threads=self.data.resolved_threads(),
+                            device_id=self.device_id, seed=0)
+        self._iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+                                         last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+        n = len(self.index)
+        lo, hi = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
+        self.shard_size = hi - lo
+
+    def __len__(self) -> int:
+        return -(-self.shard_size // self.data.batch_size)
+
+    def __iter__(self):
+        for (out,) in self._iter:
+            images = out["images"].permute(0, 3, 1, 2)
+            labels = out["labels"].reshape(-1).long()
+            if images.device != self.torch_device:
+                images, labels = images.to(self.torch_device), labels.to(self.torch_device)
+            yield images, labels

@@ -1,0 +1,333 @@
+"""Region pooling, model adapters and the MixTrain loss.
+
+A composite image holds k constituents, each in a box ``(y, x, h, w)`` of INPUT pixels of the
+H x W input (padded constituents have ``h = w = 0``). Instead of pooling the final feature map
+globally, :func:`region_pool` averages it over each box, so every constituent keeps its own
+prediction: ``(B, k, classes)`` logits. :class:`RegionPoolModel` does this for the torchvision
+families whose head reads a globally pooled vector; any other model is wrapped in
+:class:`SoftTargetModel`, which predicts one ``(B, classes)`` vector per composite and is trained
+against an area-weighted soft target (see :func:`mix_loss`).
+
+Nothing here calls ``.item()`` or indexes with boolean masks, so a training step never waits on
+the device.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models import (ConvNeXt, EfficientNet, MobileNetV2, MobileNetV3, RegNet, ResNet,
+                                VisionTransformer)
+
+from mixtrain_dali.errors import UserError
+
+__all__ = [
+    "REGION_FAMILIES",
+    "RegionPoolModel",
+    "SoftTargetModel",
+    "adapt_model",
+    "build_model",
+    "mix_loss",
+    "model_family",
+    "region_masks",
+    "region_pool",
+]
+
+
+# --------------------------------------------------------------------------- region pooling
+
+def region_masks(boxes: torch.Tensor, feat_hw: tuple[int, int],
+                 input_hw: tuple[int, int]) -> torch.Tensor:
+    """Fraction of each feature cell covered by each box: ``(B, k, fh, fw)`` float32.
+
+    ``M[b, j, u, v]`` = area(box j ∩ cell (u, v)) / area(cell), where cell (u, v) covers input
+    rows ``[u*H/fh, (u+1)*H/fh)`` and columns ``[v*W/fw, (v+1)*W/fw)``. Boxes are
+    ``(B, k, 4)`` ``(y, x, h, w)`` in input pixels (float or int); an empty box gives zeros.
+    """
+    fh, fw = int(feat_hw[0]), int(feat_hw[1])
+    in_h, in_w = float(input_hw[0]), float(input_hw[1])
+    boxes = boxes.to(torch.float32)
+    y0, x0 = boxes[..., 0], boxes[..., 1]
+    # Overlaps factor into rows x columns, so two 1-D overlaps and an outer product suffice.
+    rows = _overlap_1d(y0, y0 + boxes[..., 2], fh, in_h)
+    cols = _overlap_1d(x0, x0 + boxes[..., 3], fw, in_w)
+    return rows[..., :, None] * cols[..., None, :]
+
+
+def _overlap_1d(start: torch.Tensor, stop: torch.Tensor, cells: int, length: float) -> torch.Tensor:
+    """Fraction of each of ``cells`` equal cells of ``[0, length)`` covered by [start, stop)."""
+    size = length / cells
+    edges = torch.arange(cells + 1, device=start.device, dtype=torch.float32) * size
+    lo = torch.maximum(start[..., None], edges[:-1])
+    hi = torch.minimum(stop[..., None], edges[1:])
+    return (hi - lo).clamp_min(0.0) / size
+
+
+def region_pool(features: torch.Tensor, boxes: torch.Tensor,
+                input_hw: tuple[int, int]) -> torch.Tensor:
+    """Average ``features`` ``(B, C, fh, fw)`` over each box: ``(B, k, C)`` in features' dtype.
+
+    ``P[b, j] = sum_uv M[b, j, u, v] F[b, :, u, v] / sum_uv M[b, j, u, v]`` with ``M`` from
+    :func:`region_masks`. A box covering the whole input gives ``features.mean((2, 3))``; a box on
+    cell boundaries gives the mean of the cells inside it; an empty (padded) box gives 0.
+    Differentiable in ``features``; works for channels_last and under autocast (the weighted
+    sum runs in float32 and the result is cast back).
+    """
+    if features.dim() != 4:
+        raise ValueError(f"features must be (B, C, fh, fw), got shape {tuple(features.shape)}")
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != features.shape[0]:
+        raise ValueError(f"boxes must be (B={features.shape[0]}, k, 4), got {tuple(boxes.shape)}")
+    masks = region_masks(boxes.to(features.device, non_blocking=True), features.shape[-2:],
+                         input_hw)
+    # Autocast would run the einsum in half precision; the region sums want float32.
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        sums = torch.einsum("bkuv,bcuv->bkc", masks, features.float())
+    weight = masks.sum(dim=(2, 3))
+    # Empty boxes have zero sums and zero weight: divide by 1 there (gives 0, no NaN, no sync).
+    pooled = sums / torch.where(weight > 0, weight, torch.ones_like(weight))[..., None]
+    return pooled.to(features.dtype)
+
+
+# --------------------------------------------------------------------------- model adapters
+
+def _resnet_features(m: ResNet, x: torch.Tensor) -> torch.Tensor:
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
+
+def _features_attr(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return m.features(x)
+
+
+def _regnet_features(m: RegNet, x: torch.Tensor) -> torch.Tensor:
+    return m.trunk_output(m.stem(x))
+
+
+def _vit_features(m: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Final-LayerNorm'd patch tokens as a ``(B, C, gh, gw)`` grid (class token dropped)."""
+    n, _, h, w = x.shape
+    tokens = m._process_input(x)
+    # The class token still takes part in attention, as in the unmodified model.
+    tokens = torch.cat([m.class_token.expand(n, -1, -1), tokens], dim=1)
+    patches = m.encoder(tokens)[:, 1:]  # torchvision's encoder ends with the final LayerNorm
+    gh, gw = h // m.patch_size, w // m.patch_size
+    return patches.transpose(1, 2).reshape(n, m.hidden_dim, gh, gw)
+
+
+def _fc_head(m: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    return m.fc(pooled)
+
+
+def _classifier_head(m: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    return m.classifier(pooled)
+
+
+def _convnext_head(m: ConvNeXt, pooled: torch.Tensor) -> torch.Tensor:
+    # ConvNeXt's classifier starts with LayerNorm2d, which expects (N, C, 1, 1).
+    return m.classifier(pooled[:, :, None, None])
+
+
+def _vit_head(m: VisionTransformer, pooled: torch.Tensor) -> torch.Tensor:
+    return m.heads(pooled)
+
+
+_Features = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+_Head = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+# family name -> (torchvision class, feature map before global pooling, head on pooled vectors)
+_ADAPTERS: dict[str, tuple[type, _Features, _Head]] = {
+    "resnet": (ResNet, _resnet_features, _fc_head),  # also ResNeXt and Wide-ResNet
+    "mobilenet_v2": (MobileNetV2, _features_attr, _classifier_head),
+    "mobilenet_v3": (MobileNetV3, _features_attr, _classifier_head),
+    "efficientnet": (EfficientNet, _features_attr, _classifier_head),  # V1 and V2
+    "regnet": (RegNet, _regnet_features, _fc_head),
+    "convnext": (ConvNeXt, _features_attr, _convnext_head),
+    "vit": (VisionTransformer, _vit_features, _vit_head),
+}
+
+#: Families :class:`RegionPoolModel` supports; :func:`model_family` returns "other" for the rest.
+REGION_FAMILIES: tuple[str, ...] = tuple(_ADAPTERS)
+
+
+def model_family(model: nn.Module) -> str:
+    """Name of ``model``'s adapter family (one of :data:`REGION_FAMILIES`), else ``"other"``."""
+    if isinstance(model, (RegionPoolModel, SoftTargetModel)):
+        return model.family
+    for name, (cls, _, _) in _ADAPTERS.items():
+        if isinstance(model, cls):
+            return name
+    return "other"
+
+
+class RegionPoolModel(nn.Module):
+    """A torchvision classifier that also predicts one logit vector per box.
+
+    ``forward(x, boxes)`` with ``boxes`` ``(B, k, 4)`` ``(y, x, h, w)`` in pixels of ``x``
+    returns ``(B, k, classes)``: the backbone's last feature map is region-pooled
+    (:func:`region_pool`) per box and fed to the model's own head. ``forward(x)`` returns
+    ``(B, classes)``: for the CNN families exactly the unmodified model's output (their global
+    average pooling equals a full box).
+
+    ViT: the class token takes part in attention but is not read out. Boxes pool the final
+    LayerNorm'd patch tokens, reshaped to their ``(C, gh, gw)`` grid, and ``model.heads`` is
+    applied to the pooled vector. A full box therefore gives ``heads(mean of patch tokens)``,
+    not the unmodified class-token output, and ``forward(x)`` without boxes uses that same
+    patch-mean readout, so training and evaluation read out the same way.
+
+    The wrapped model is kept as ``self.model``; ``state_dict()`` keys are ``model.*``.
+    """
+
+    pools_regions = True
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        family = model_family(model)
+        if family not in _ADAPTERS:
+            raise UserError(f"{type(model).__name__} has no region-pooling adapter; supported "
+                            f"families: {', '.join(REGION_FAMILIES)} (use SoftTargetModel or "
+                            "adapt_model for others)")
+        self.model = model
+        self.family = family
+        _, self._features, self._head = _ADAPTERS[family]
+
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        if boxes is None:
+            if self.family != "vit":
+                return self.model(x)
+            # Same readout as a full box, without the mask arithmetic.
+            return self._head(self.model, self._features(self.model, x).mean(dim=(2, 3)))
+        pooled = region_pool(self._features(self.model, x), boxes, tuple(x.shape[-2:]))
+        b, k, c = pooled.shape
+        return self._head(self.model, pooled.reshape(b * k, c)).reshape(b, k, -1)
+
+
+class SoftTargetModel(nn.Module):
+    """Fallback for any classifier: ``forward(x, boxes=None)`` ignores boxes and returns the
+    model's global ``(B, classes)`` logits, trained against the area-weighted soft target of
+    :func:`mix_loss`. The wrapped model is kept as ``self.model``."""
+
+    pools_regions = False
+    family = "other"
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.model(x)
+        # GoogLeNet/Inception return a namedtuple with auxiliary logits in training mode.
+        return out.logits if hasattr(out, "logits") else out
+
+
+def adapt_model(model: nn.Module) -> nn.Module:
+    """Wrap ``model``: :class:`RegionPoolModel` for the supported torchvision families,
+    :class:`SoftTargetModel` otherwise. An already wrapped model is returned unchanged."""
+    if isinstance(model, (RegionPoolModel, SoftTargetModel)):
+        return model
+    if model_family(model) in _ADAPTERS:
+        return RegionPoolModel(model)
+    return SoftTargetModel(model)
+
+
+def build_model(arch: str, num_classes: int, image_size: int | None = None) -> nn.Module:
+    """A randomly initialised torchvision classifier ``arch`` with ``num_classes`` outputs.
+
+    ``arch`` is any name in ``torchvision.models.list_models(module=torchvision.models)``
+    (case-insensitive). ``image_size`` sets the input size of ViT (``image_size``) and MaxViT
+    (``input_size``), which fix it at construction; CNNs ignore it.
+    """
+    names = torchvision.models.list_models(module=torchvision.models)
+    key = str(arch).strip().lower()
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=5, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}; " if close else ""
+        raise UserError(f"unknown model architecture {arch!r}; {hint}list all with: python -c "
+                        "'import torchvision; print(torchvision.models.list_models("
+                        "module=torchvision.models))'")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes={num_classes!r} is invalid; it must be an integer >= 1")
+    kwargs: dict = {"weights": None, "num_classes": num_classes}
+    if image_size is not None:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+            raise UserError(f"image_size={image_size!r} is invalid; it must be an integer >= 1")
+        if key.startswith("vit_"):
+            patch = int(key.rsplit("_", 1)[1])
+            if image_size % patch:
+                raise UserError(f"image_size={image_size} is invalid for {key}: it must be a "
+                                f"multiple of the patch size {patch}")
+            kwargs["image_size"] = image_size
+        elif key.startswith("maxvit"):
+            kwargs["input_size"] = (image_size, image_size)
+    if key in ("googlenet", "inception_v3"):
+        # One logits tensor in training mode too, and no init-weights deprecation warning.
+        kwargs.update(aux_logits=False, init_weights=True)
+    return torchvision.models.get_model(key, **kwargs)
+
+
+# --------------------------------------------------------------------------- loss
+
+def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, areas: torch.Tensor,
+             label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixTrain loss for a batch of composites.
+
+    Args:
+        logits: ``(B, k, C)`` per-constituent logits (:class:`RegionPoolModel`) or ``(B, C)``
+            per-composite logits (:class:`SoftTargetModel`).
+        labels: ``(B, k)`` int64 class ids, -1 for padded constituents.
+        mask: ``(B, k)`` bool, True for real constituents.
+        areas: ``(B, k)`` float area shares, summing to 1 over the valid constituents.
+        label_smoothing: as in ``F.cross_entropy``, in [0, 1].
+
+    Returns:
+        ``(loss, per_constituent)``: the scalar float32 batch loss to minimise and a detached
+        ``(B, k)`` float32 cross entropy of each constituent (0 where masked), for logging.
+
+    ``(B, k, C)``: per-constituent cross entropy with label smoothing; the loss is its mean over
+    valid constituents, so each constituent image counts once, as a sample of a plain batch.
+    ``(B, C)``: the loss is the mean over composites of the soft-target cross entropy with target
+    ``sum_j a_j * smooth(onehot(label_j))``, ``a`` = ``areas`` masked and renormalised to sum 1
+    (a no-op for valid input); per-constituent values are ``CE(logits, label_j)``.
+    For an unmixed batch (k = 1, full boxes, areas 1) both equal
+    ``F.cross_entropy(logits, labels[:, 0], label_smoothing=...)``.
+    """
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise UserError(f"label_smoothing={label_smoothing!r} is invalid; valid: 0.0 to 1.0")
+    if logits.dim() not in (2, 3):
+        raise ValueError(f"logits must be (B, k, C) or (B, C), got {tuple(logits.shape)}")
+    bk = tuple(labels.shape)
+    if len(bk) != 2 or tuple(mask.shape) != bk or tuple(areas.shape) != bk:
+        raise ValueError(f"labels, mask and areas must share one (B, k) shape; got "
+                         f"{tuple(labels.shape)}, {tuple(mask.shape)}, {tuple(areas.shape)}")
+    if logits.dim() == 3 and tuple(logits.shape[:2]) != bk:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match labels (B, k) = {bk}")
+    if logits.dim() == 2 and logits.shape[0] != bk[0]:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match labels batch size {bk[0]}")
+
+    eps = float(label_smoothing)
+    weight = mask.to(torch.float32)
+    logp = F.log_softmax(logits.float(), dim=-1)
+    safe = labels.long().clamp_min(0)  # -1 padding would break gather; masked out below
+    # Cross entropy against (1 - eps) * onehot + eps / C is this blend of NLL and mean -log p.
+    if logits.dim() == 3:
+        nll = -logp.gather(-1, safe[..., None]).squeeze(-1)
+        smooth = -logp.mean(dim=-1)
+    else:
+        nll = -logp.gather(-1, safe)
+        smooth = -logp.mean(dim=-1, keepdim=True)
+    per = ((1.0 - eps) * nll + eps * smooth) * weight
+
+    if logits.dim() == 3:
+        loss = per.sum() / weight.sum().clamp_min(1.0)
+    else:
+        # Cross entropy is linear in the target, so the soft-target CE is the area-weighted
+        # sum of the per-label CEs; no dense (B, C) target is needed.
+        share = areas.to(torch.float32) * weight
+        total = share.sum(dim=1, keepdim=True)
+        share = share / torch.where(total > 0, total, torch.ones_like(total))
+        loss = (share * per).sum(dim=1).mean()
+    return loss, per.detach()

@@ -1,0 +1,98 @@
+"""The DALI graphs (DESIGN.md, data flow step 3): read, decode, augment, paste, output.
+
+Train: external source (the host's plan) -> file read -> decode with random resized crop
+(`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> per-tile flip and
+normalise (one crop_mirror_normalize) -> multi_paste the tiles onto their composites.
+Without mixing every tile is the whole canvas and the paste is left out of the graph.
+Val: sharded file reader -> decode -> resize the shorter side -> center crop -> normalise,
+with torchvision's exact sizes and crop offsets.
+
+Outputs are HWC float: a batch viewed as NCHW in torch is then channels_last in memory,
+the layout convolutions want.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nvidia.dali import fn, pipeline_def, types
+
+from .config import IMAGENET_MEAN, IMAGENET_STD
+from .errors import UserError
+
+_MEAN = [255 * m for m in IMAGENET_MEAN]
+_STD = [255 * s for s in IMAGENET_STD]
+
+
+def resolve_device(device: str = "auto") -> tuple[str, int | None]:
+    """('gpu', cuda index) or ('cpu', None) for 'auto' | 'gpu' | 'cpu'."""
+    import torch
+
+    if device not in ("auto", "gpu", "cpu"):
+        raise UserError(f"device={device!r}; valid: auto, cpu, gpu")
+    has_cuda = torch.cuda.is_available()
+    if device == "gpu" and not has_cuda:
+        raise UserError("device='gpu' but CUDA is not available here; use --device cpu or auto")
+    if device == "cpu" or not has_cuda:
+        return "cpu", None
+    local = os.environ.get("LOCAL_RANK")
+    return "gpu", int(local) if local is not None else torch.cuda.current_device()
+
+
+@pipeline_def(enable_conditionals=False)
+def train_pipeline(source, device: str, image_size: int, scale, ratio, mixing: bool):
+    if mixing:
+        paths, flips, tile_hw, paste_ids, anchors = fn.external_source(
+            source=source, num_outputs=5, batch=True, parallel=False,
+            dtype=[types.UINT8, types.INT32, types.FLOAT, types.INT32, types.INT32])
+    else:
+        paths, flips = fn.external_source(source=source, num_outputs=2, batch=True, parallel=False,
+                                          dtype=[types.UINT8, types.INT32])
+        tile_hw = [image_size, image_size]
+    encoded = fn.io.file.read(paths)
+    images = fn.decoders.image_random_crop(
+        encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
+        random_area=list(scale), random_aspect_ratio=list(ratio), num_attempts=10)
+    images = fn.resize(images, size=tile_hw, antialias=True, interp_type=types.INTERP_LINEAR)
+    images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
+                                      mean=_MEAN, std=_STD, mirror=flips)
+    if mixing:
+        images = fn.multi_paste(images, in_ids=paste_ids, out_anchors=anchors,
+                                output_size=[image_size, image_size])
+    return images
+
+
+@pipeline_def(enable_conditionals=False)
+def val_pipeline(files, labels, device: str, image_size: int, resize: int,
+                 shard_id: int = 0, num_shards: int = 1):
+    encoded, label = fn.readers.file(files=files, labels=labels, shard_id=shard_id,
+                                     num_shards=num_shards, random_shuffle=False,
+                                     pad_last_batch=True, name="Reader")
+    resized_hw, crop_yx = _torchvision_val_geometry(encoded, resize, image_size)
+    images = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu",
+                               output_type=types.RGB)
+    images = fn.resize(images, size=resized_hw, antialias=True, interp_type=types.INTERP_LINEAR,
+                       subpixel_scale=False)  # scale = rounded size / input size, as torchvision
+    images = fn.slice(images, crop_yx, [image_size, image_size], axes=[0, 1])
+    images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
+                                      mean=_MEAN, std=_STD)
+    return images, label
+
+
+def _torchvision_val_geometry(encoded, resize: int, crop: int):
+    """torchvision's Resize(resize) + CenterCrop(crop) sizes, from the encoded header:
+    the shorter side becomes `resize`, the longer int(resize * long / short); the crop's
+    corner is round((size - crop) / 2) with Python's round-half-to-even."""
+    shape = fn.peek_image_shape(encoded, dtype=types.INT32)  # (H, W, C), EXIF-adjusted
+    h, w = shape[0], shape[1]
+    wide = fn.cast(h <= w, dtype=types.INT32)
+    new_h = wide * resize + (1 - wide) * ((resize * h) // w)
+    new_w = wide * ((resize * w) // h) + (1 - wide) * resize
+    resized_hw = fn.stack(fn.cast(new_h, dtype=types.FLOAT), fn.cast(new_w, dtype=types.FLOAT))
+    return resized_hw, fn.stack(_half_to_even(new_h - crop), _half_to_even(new_w - crop))
+
+
+def _half_to_even(d):
+    half = d // 2
+    odd = d - 2 * half
+    return half + odd * (half - 2 * (half // 2))

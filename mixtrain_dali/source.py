@@ -1,0 +1,88 @@
+"""The external source (DESIGN.md, data flow step 2): an epoch's batches as DALI slots.
+
+Per iteration it emits one *slot* per constituent image. The composites' heads come first
+(slot i is the head of the batch's composite i), then the donors row by row. Per slot:
+the file path (uint8), the tile size (h, w), the flip bit; on a head, the slot ids of its
+constituents and their out_anchors for `fn.multi_paste`; on a donor, empty arrays.
+
+Everything is numpy slicing of arrays built once per epoch; nothing per sample in Python
+but handing DALI its list of path views.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .plan import EpochPlan
+
+_EMPTY_IDS = np.zeros((0,), np.int32)
+_EMPTY_ANCHORS = np.zeros((0, 2), np.int32)
+
+
+class SlotBatch:
+    """One iteration's slots (host side), kept to map a DALI error back to its files."""
+
+    __slots__ = ("composites", "slot_samples", "tile_hw", "flips", "paste_ids", "anchors")
+
+    def __init__(self, plan: EpochPlan, composites: np.ndarray):
+        members = plan.members[composites]
+        boxes = plan.boxes[composites]
+        flips = plan.flips[composites]
+        valid = members >= 0
+        n_heads = len(composites)
+        donor_valid = valid[:, 1:]
+        n_donors = int(donor_valid.sum())
+        # slot index of every (composite, constituent): heads 0..B-1, donors after, row-major
+        slot_of = np.full(members.shape, -1, np.int32)
+        slot_of[:, 0] = np.arange(n_heads, dtype=np.int32)
+        slot_of[:, 1:][donor_valid] = n_heads + np.arange(n_donors, dtype=np.int32)
+
+        self.composites = composites
+        self.slot_samples = np.concatenate([members[:, 0], members[:, 1:][donor_valid]])
+        self.tile_hw = np.concatenate([boxes[:, 0, 2:4], boxes[:, 1:, 2:4][donor_valid]]).astype(np.float32)
+        self.flips = np.concatenate([flips[:, 0], flips[:, 1:][donor_valid]]).astype(np.int32)
+        counts = valid.sum(1)
+        splits = np.cumsum(counts)[:-1]
+        self.paste_ids = np.split(slot_of[valid], splits)
+        self.anchors = np.split(boxes[valid][:, :2].astype(np.int32), splits)
+
+    def __len__(self) -> int:
+        return len(self.slot_samples)
+
+
+class PlanSource:
+    """The callable behind the train pipeline's batch-mode `fn.external_source`.
+
+    Outputs: (paths, flips) without mixing; (paths, flips, tile_hw, paste_ids, anchors) with.
+
+    `start(plan, batches)` arms it with an epoch; each call returns the next iteration's
+    outputs and raises StopIteration after the last batch (DALI then ends the epoch).
+    `fed` keeps the SlotBatches handed out and not yet consumed, for error recovery.
+    """
+
+    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool):
+        self.path_bytes = path_bytes
+        self.path_lens = path_lens
+        self.mixing = mixing
+        self.plan: EpochPlan | None = None
+        self.batches: list[np.ndarray] = []
+        self.position = 0
+        self.fed: list[SlotBatch] = []
+
+    def start(self, plan: EpochPlan, batches: list[np.ndarray], position: int = 0) -> None:
+        self.plan, self.batches, self.position = plan, batches, position
+        self.fed = []
+
+    def __call__(self):
+        if self.plan is None or self.position >= len(self.batches):
+            raise StopIteration
+        slots = SlotBatch(self.plan, self.batches[self.position])
+        self.position += 1
+        self.fed.append(slots)
+        paths = [self.path_bytes[s, :n] for s, n in zip(slots.slot_samples, self.path_lens[slots.slot_samples])]
+        if not self.mixing:
+            return paths, slots.flips
+        n_donors = len(slots) - len(slots.composites)
+        ids = slots.paste_ids + [_EMPTY_IDS] * n_donors
+        anchors = slots.anchors + [_EMPTY_ANCHORS] * n_donors
+        return paths, slots.flips, slots.tile_hw, ids, anchors

@@ -1,0 +1,258 @@
+"""Reference training loop: SGD + cosine with warm-up, label smoothing, AMP and
+channels_last on GPU, DDP under torchrun, per-epoch metrics, atomic checkpoints, resume.
+
+Data layout: `DATA/train/<class>/...` and `DATA/val/<class>/...` (ImageNet's). Outputs in
+`out`: config.toml (the resolved settings), metrics.jsonl (one line per epoch),
+checkpoint.pt (after every epoch, written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config
+from .dataset import scan_image_folder
+from .errors import UserError
+from .loader import MixBatch, TrainLoader, ValLoader
+from .nn import adapt_model, build_model, mix_loss
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+def _setup_distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group(backend)
+    if torch.distributed.is_initialized():
+        return (torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                int(os.environ.get("LOCAL_RANK", "0")))
+    return 0, 1, 0
+
+
+def lr_at(progress: float, cfg, base_lr: float) -> float:
+    """Linear warm-up for `warmup_epochs`, then cosine to zero at the last epoch."""
+    if progress < cfg.warmup_epochs:
+        return base_lr * (progress + 1e-3) / cfg.warmup_epochs
+    span = max(1e-9, cfg.epochs - cfg.warmup_epochs)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - cfg.warmup_epochs) / span)))
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temp file, fsync, rename: a kill mid-save leaves the old file whole."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None = None,
+          resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows."""
+    t = config.train
+    out_dir = Path(out if out is not None else t.out)
+    data = Path(data)
+    train_root = data / "train"
+    if not data.is_dir():
+        raise UserError(f"data directory {str(data)!r} does not exist")
+    if not train_root.is_dir():
+        raise UserError(f"{str(data)!r} has no train/ folder: expected DATA/train/<class>/<image> "
+                        "(and optionally DATA/val/<class>/<image>)")
+    ckpt_path = out_dir / CHECKPOINT
+    if resume and not ckpt_path.is_file():
+        raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
+
+    rank, world, local_rank = _setup_distributed()
+    torch.manual_seed(t.seed + rank)
+    train_index = scan_image_folder(train_root)
+    loader = TrainLoader.from_config(train_index, config)
+    dev = loader.torch_device
+    on_gpu = dev.type == "cuda"
+    val_loader = None
+    if (data / "val").is_dir():
+        val_loader = ValLoader(data / "val", config.data.batch_size, config.data.image_size,
+                               config.data.val_resize, device=config.data.device,
+                               threads=config.data.threads, classes=train_index.classes)
+
+    model = adapt_model(build_model(t.arch, len(train_index.classes), config.data.image_size)).to(dev)
+    if on_gpu and t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if on_gpu else None)
+    base_lr = t.lr * config.data.batch_size * world / 256
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=t.momentum,
+                                weight_decay=t.weight_decay)
+    amp = on_gpu and t.amp
+
+    start_epoch = 0
+    if resume:
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        loader.load_state_dict(ckpt["loader"])  # refuses another dataset
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch = ckpt["epoch"]
+        torch.set_rng_state(ckpt["torch_rng"])
+    loader.set_epoch(start_epoch)
+
+    rows: list[dict] = []
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        config.save(out_dir / "config.toml")
+        rows = _read_metrics(out_dir / METRICS, below_epoch=start_epoch)
+        _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks
+
+    for epoch in range(start_epoch, t.epochs):
+        row = _train_epoch(net, model, loader, optimizer, config, epoch, base_lr, amp,
+                           progress and rank == 0)
+        if val_loader is not None:
+            row.update(evaluate(model, val_loader, amp, world))
+        if rank == 0:
+            rows.append(row)
+            with open(out_dir / METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "loader": loader.state_dict(), "config": config.to_dict(),
+                     "torch_rng": torch.get_rng_state()}
+            atomic_save(state, ckpt_path)
+            print(format_epoch(row), flush=True)
+        else:
+            loader.state_dict()  # keeps the collective all-reduce in step with rank 0
+    return rows
+
+
+def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epoch: int,
+                 base_lr: float, amp: bool, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    t = config.train
+    plan = loader.plan()
+    steps = len(loader)
+    net.train()
+    dev = loader.torch_device
+    loss_sum = torch.zeros((), device=dev)
+    seen = composites = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    for i, batch in enumerate(bar):
+        lr = lr_at(epoch + i / steps, t, base_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            if isinstance(batch, MixBatch):
+                logits = net(batch.images, batch.boxes)
+                loss, per = mix_loss(logits.float(), batch.labels, batch.mask, batch.shares,
+                                     t.label_smoothing)
+                n = batch.n_samples
+            else:
+                images, labels = batch
+                logits = net(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
+                n = len(labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if isinstance(batch, MixBatch):
+            loader.record(batch, per)
+        loss_sum += loss.detach() * n
+        seen += n
+        composites += len(logits)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elapsed = time.perf_counter() - start
+    loader._sync_losses()
+    stats = plan.stats
+    members = plan.members
+    counts = (members >= 0).sum(1)
+    mixed_ids = members[counts > 1]
+    mixed_ids = mixed_ids[mixed_ids >= 0]
+    alone_ids = members[counts == 1, 0]
+    losses = loader.host_losses
+    return {
+        "epoch": epoch + 1,
+        "plan": plan.digest()[:16],
+        "train_loss": float(loss_sum.item() / max(1, seen)),
+        "steps": steps,
+        "composites": composites,
+        "samples": seen,
+        "mixed_samples": int(stats.get("mixed_samples", 0)),
+        "ideal_speedup": round(float(stats["ideal_speedup"]), 4),
+        "threshold": stats.get("threshold"),
+        "mean_loss_mixed": _nanmean(losses[mixed_ids]),
+        "mean_loss_unmixed": _nanmean(losses[alone_ids]),
+        "epoch_time_s": round(elapsed, 3),
+        "images_per_s": round(seen / max(elapsed, 1e-9), 1),
+        "lr_end": lr,
+    }
+
+
+def _nanmean(x: np.ndarray) -> float | None:
+    x = x[~np.isnan(x)]
+    return round(float(x.mean()), 5) if len(x) else None
+
+
+@torch.no_grad()
+def evaluate(model, val_loader: ValLoader, amp: bool = False, world: int = 1) -> dict:
+    model.eval()
+    dev = val_loader.torch_device
+    totals = torch.zeros(3, device=dev)  # top1, top5, count
+    for images, labels in val_loader:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(images)
+        top = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices
+        hit = top == labels[:, None]
+        totals += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(labels), device=dev)]).float()
+    if world > 1:
+        torch.distributed.all_reduce(totals)
+    top1, top5, count = totals.tolist()
+    return {"val_top1": round(100 * top1 / max(1, count), 3), "val_top5": round(100 * top5 / max(1, count), 3)}
+
+
+def format_epoch(row: dict) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}"]
+    if "val_top1" in row:
+        parts.append(f"top1 {row['val_top1']:.2f}%")
+    parts += [f"steps {row['steps']}", f"mixed {row['mixed_samples']}/{row['samples']}",
+              f"ideal x{row['ideal_speedup']:.2f}", f"{row['epoch_time_s']:.1f}s",
+              f"{row['images_per_s']:.0f} img/s"]
+    if row.get("threshold") is not None:
+        parts.append(f"thr {row['threshold']:.3f}")
+    return " | ".join(parts)
+
+
+def _read_metrics(path: Path, below_epoch: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if row.get("epoch", 0) <= below_epoch:
+            rows.append(row)
+    return rows
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)

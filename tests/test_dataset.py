@@ -1,0 +1,58 @@
+import os
+
+import pytest
+from PIL import Image
+from torchvision.datasets import ImageFolder
+
+from mixtrain_dali.dataset import IMG_EXTENSIONS, scan_image_folder
+from mixtrain_dali.errors import UserError
+
+
+def _touch_image(path, ext="jpg"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path, format="PNG" if ext == "png" else "JPEG")
+
+
+def test_class_mapping_and_samples_equal_torchvision_imagefolder(tmp_path):
+    # nested folders, mixed-case extensions, a non-image file, an odd class name order
+    for cls in ["zebra", "Apple", "mango", "b_2", "b_10"]:
+        for name in ["x.jpg", "a.JPEG", "c.png", "sub/d.jpg", "sub/deeper/e.PNG"]:
+            _touch_image(str(tmp_path / cls / name), ext=name.rsplit(".", 1)[1].lower())
+        (tmp_path / cls / "notes.txt").write_text("not an image")
+    ours = scan_image_folder(tmp_path)
+    theirs = ImageFolder(str(tmp_path))
+    assert ours.classes == theirs.classes
+    assert ours.class_to_idx == theirs.class_to_idx
+    assert ours.samples == theirs.samples
+    assert set(IMG_EXTENSIONS) == set(theirs.extensions if hasattr(theirs, "extensions") and theirs.extensions
+                                       else __import__("torchvision").datasets.folder.IMG_EXTENSIONS)
+
+
+def test_path_bytes_round_trip_every_path(tmp_path):
+    for cls in ["a", "bb"]:
+        for name in ["1.jpg", "long_name_" * 5 + ".jpg", "ü-unicode.jpg"]:
+            _touch_image(str(tmp_path / cls / name))
+    index = scan_image_folder(tmp_path)
+    buf, lens = index.path_bytes
+    decoded = [bytes(buf[i, :lens[i]]).decode() for i in range(len(index))]
+    assert decoded == index.paths
+
+
+def test_missing_directory_names_the_path(tmp_path):
+    with pytest.raises(UserError, match="does-not-exist"):
+        scan_image_folder(tmp_path / "does-not-exist")
+
+
+def test_directory_without_class_folders_names_the_path(tmp_path):
+    _touch_image(str(tmp_path / "loose.jpg"))
+    with pytest.raises(UserError, match=f"no class folders in '{tmp_path}'"):
+        scan_image_folder(tmp_path)
+
+
+def test_class_without_images_names_the_class_and_path(tmp_path):
+    _touch_image(str(tmp_path / "full" / "a.jpg"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(UserError, match=r"hold no images \(empty\)") as e:
+        scan_image_folder(tmp_path)
+    assert str(tmp_path) in str(e.value)

@@ -1,0 +1,201 @@
+"""The loaders through the real DALI pipelines (CPU path): coverage, order, val numerics,
+mixing bookkeeping, resume. Images are solid colours (conftest.colour_of), so every output
+pixel says which sample produced it."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import colour_of, identify
+from mixtrain_dali.config import MixConfig
+from mixtrain_dali.errors import UserError
+from mixtrain_dali.loader import MixBatch, TrainLoader, ValLoader
+
+N = 21  # conftest.colour_folder: 3 classes x 7
+
+
+def _epoch_ids(loader):
+    ids, labels, sizes = [], [], []
+    for images, y in loader:
+        ids.append(identify(images, N))
+        labels.append(y.numpy())
+        sizes.append(len(y))
+    return np.concatenate(ids), np.concatenate(labels), sizes
+
+
+def test_every_sample_exactly_once_per_epoch_with_its_label(colour_folder):
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=3, threads=2)
+    for _ in range(2):
+        expected_batches = len(loader)
+        ids, labels, sizes = _epoch_ids(loader)
+        assert sorted(ids) == list(range(N))
+        np.testing.assert_array_equal(labels, loader.index.labels[ids])
+        assert len(sizes) == expected_batches == 6
+        assert sizes == [4, 4, 4, 4, 4, 1]  # last partial batch kept
+
+
+def test_new_order_each_epoch_same_order_for_same_seed(colour_folder):
+    a = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=7, threads=2)
+    b = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=7, threads=2)
+    c = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=8, threads=2)
+    a0, a1 = _epoch_ids(a)[0], _epoch_ids(a)[0]
+    b0, b1 = _epoch_ids(b)[0], _epoch_ids(b)[0]
+    c0 = _epoch_ids(c)[0]
+    assert not np.array_equal(a0, a1)
+    np.testing.assert_array_equal(a0, b0)
+    np.testing.assert_array_equal(a1, b1)
+    assert not np.array_equal(a0, c0)
+
+
+def test_drop_last_gives_only_full_batches(colour_folder):
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, drop_last=True, threads=2)
+    ids, _, sizes = _epoch_ids(loader)
+    assert sizes == [4] * 5 and len(set(ids)) == 20
+
+
+def test_outputs_are_float_nchw_channels_last(colour_folder):
+    images, labels = next(iter(TrainLoader(colour_folder, batch_size=4, image_size=40, threads=2)))
+    assert images.shape == (4, 3, 40, 40) and images.dtype == torch.float32
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    assert labels.dtype == torch.int64
+
+
+def test_leaving_an_epoch_early_does_not_leak_into_the_next(colour_folder):
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=1, threads=2)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            break
+    ids, _, _ = _epoch_ids(loader)
+    assert sorted(ids) == list(range(N))
+    assert loader.epoch == 2
+
+
+def test_mixed_epoch_covers_every_sample_once_and_tiles_show_their_sample(colour_folder):
+    mix = MixConfig(enabled=True, k=3, fraction=0.6, selection="random", warmup_epochs=0,
+                    final_full_fraction=0.0, gamma=0.0, self_correct=False)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=48, mix=mix, seed=0, threads=2)
+    loader.losses[:-1] = 1.0  # every sample "seen", so the first epoch mixes
+    seen = []
+    for batch in loader:
+        assert isinstance(batch, MixBatch)
+        ids, mask = batch.sample_ids.numpy(), batch.mask.numpy()
+        seen.extend(ids[mask].tolist())
+        assert batch.n_samples == mask.sum()
+        np.testing.assert_array_equal(batch.labels.numpy()[mask], loader.index.labels[ids[mask]])
+        images = batch.images.numpy()
+        for b, j in zip(*np.nonzero(mask)):
+            y, x, h, w = batch.boxes[b, j].int().tolist()
+            tile = torch.from_numpy(images[b:b + 1, :, y + 1:y + h - 1, x + 1:x + w - 1])
+            assert identify(tile, N)[0] == ids[b, j]
+        loader.record(batch, torch.rand(mask.shape))
+    assert sorted(seen) == list(range(N))
+    plan_stats = loader.controller.plan(0, np.ones(N, np.float32)).stats
+    assert plan_stats["mixed_samples"] == 12  # round(0.6 * 21) -> groups of 3
+
+
+def test_recorded_losses_reach_the_table_and_the_next_plan(colour_folder):
+    mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=0, threads=2)
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 2, N).astype(np.float32)
+    for batch in loader:  # epoch 0: warm-up, unmixed
+        loss = torch.from_numpy(truth)[batch.sample_ids.clamp(min=0)] * batch.mask
+        loader.record(batch, loss)
+    plan = loader.plan()  # epoch 1 plans from the recorded table
+    np.testing.assert_allclose(loader.host_losses, truth)
+    mixed = plan.members[(plan.members >= 0).sum(1) > 1]
+    mixed = mixed[mixed >= 0]
+    assert len(mixed) > 0 and (truth[mixed] <= truth.mean()).all()
+
+
+def test_resume_gives_the_same_next_epoch_plan_and_order(colour_folder):
+    mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
+
+    def make():
+        return TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=5, threads=2)
+
+    def run_epoch(loader):
+        for batch in loader:
+            loader.record(batch, batch.sample_ids.float() * 0.1 * batch.mask)
+
+    uninterrupted = make()
+    run_epoch(uninterrupted)  # warm-up
+    run_epoch(uninterrupted)  # a mixing epoch: the table now holds mixed losses
+    state = uninterrupted.state_dict()  # what a checkpoint after epoch 2 holds
+    expected = uninterrupted.plan()
+
+    resumed = make()
+    resumed.load_state_dict(state)
+    got = resumed.plan()
+    assert got.epoch == expected.epoch == 2
+    assert got.digest() == expected.digest()
+
+
+def test_resume_refuses_a_checkpoint_from_another_dataset(colour_folder, tmp_path):
+    from conftest import write_colour_folder
+
+    other = write_colour_folder(str(tmp_path / "other"), classes=("x", "y"), per_class=3)
+    state = TrainLoader(colour_folder, batch_size=4, image_size=32, threads=1).state_dict()
+    with pytest.raises(UserError, match="another dataset"):
+        TrainLoader(other, batch_size=4, image_size=32, threads=1).load_state_dict(state)
+
+
+@pytest.fixture(scope="module")
+def photo_like_jpegs(tmp_path_factory):
+    """JPEGs of smooth content plus texture, in sizes that exercise rounding (odd sides,
+    portrait and landscape, exact 256)."""
+    root = tmp_path_factory.mktemp("val")
+    rng = np.random.default_rng(0)
+    sizes = [(300, 400), (375, 500), (500, 333), (256, 256), (301, 257), (480, 640)]
+    for i, (h, w) in enumerate(sizes):
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) % 64) * 4], -1) * 0.7
+        img = (img + rng.integers(0, 60, (h, w, 3))).astype(np.uint8)
+        (root / "a").mkdir(exist_ok=True)
+        Image.fromarray(img).save(root / "a" / f"{i}.jpg", quality=90)
+    return root
+
+
+# DALI's antialiased linear resize vs PIL's bilinear, after torchvision's exact sizes and
+# crop offsets: rounding-level differences only.
+VAL_MAX_ABS = 2.0 / 255 / 0.225   # at most 2 grey levels on any pixel (normalised units)
+VAL_MEAN_ABS = 0.5 / 255 / 0.225  # and half a grey level on average
+
+
+def test_val_pipeline_matches_torchvision_resize_centercrop(photo_like_jpegs):
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    ref_ds = ImageFolder(str(photo_like_jpegs), T.Compose([
+        T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+        T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]))
+    loader = ValLoader(photo_like_jpegs, batch_size=4, image_size=224, threads=2)
+    got = torch.cat([x for x, _ in loader])
+    ref = torch.stack([ref_ds[i][0] for i in range(len(ref_ds))])
+    diff = (got - ref).abs()
+    assert diff.max() <= VAL_MAX_ABS, f"max abs diff {diff.max():.4f}"
+    assert diff.mean() <= VAL_MEAN_ABS, f"mean abs diff {diff.mean():.4f}"
+
+
+def test_val_sizes_scale_with_image_size(photo_like_jpegs):
+    loader = ValLoader(photo_like_jpegs, batch_size=4, image_size=112, threads=1)
+    assert loader.data.val_resize == 128
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 112, 112) and y.dtype == torch.int64
+
+
+def test_val_shards_are_disjoint_and_cover(colour_folder):
+    ids = []
+    for rank in range(3):
+        loader = ValLoader(colour_folder, batch_size=4, image_size=32, rank=rank, world_size=3, threads=1)
+        got = np.concatenate([identify(x, N) for x, _ in loader])
+        assert len(got) == loader.shard_size == 7
+        ids.append(got)
+    assert sorted(np.concatenate(ids)) == list(range(N))
+
+
+def test_colour_identity_helper_is_unambiguous():
+    cols = np.array([colour_of(i) for i in range(N)])
+    d = np.abs(cols[:, None] - cols[None]).max(-1) + np.eye(N) * 999
+    assert d.min() >= 10

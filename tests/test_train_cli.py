@@ -1,0 +1,152 @@
+"""`mixtrain train` end to end on the CPU path, resume, and the CLI's one-line errors."""
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from conftest import write_colour_folder
+from mixtrain_dali.cli import main
+from mixtrain_dali.config import load_config
+
+FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small")
+    write_colour_folder(str(root / "train"), per_class=32, seed=1)  # 96 samples
+    write_colour_folder(str(root / "val"), per_class=4, seed=2)
+    return root
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_metrics_config_and_checkpoint(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(small_data), "--epochs", "2", "--batch-size", "16",
+               "--out", str(out), *FAST])
+    assert rc == 0
+    rows = _metrics(out)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "val_top1", "val_top5", "epoch_time_s", "images_per_s", "steps",
+                "composites", "samples", "ideal_speedup", "plan"):
+        assert key in rows[0]
+    assert rows[0]["samples"] == 96 and rows[0]["steps"] == 6
+    saved = load_config(out / "config.toml")
+    assert saved.train.epochs == 2 and saved.data.batch_size == 16 and saved.data.image_size == 32
+    assert tomllib.loads((out / "config.toml").read_text())["train"]["arch"] == "resnet18"
+    assert (out / "checkpoint.pt").is_file()
+    assert "epoch 2 |" in capsys.readouterr().out
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(small_data, tmp_path):
+    args = ["--data", str(small_data), "--batch-size", "16", "--mix-k", "2", "--mix-fraction", "0.5", *FAST]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(["train", "--epochs", "4", "--out", str(full), *args]) == 0
+    # the same run interrupted after epoch 2, then resumed
+    _train_epochs_then_stop(load_config(full / "config.toml"), small_data, part, stop_after=2)
+    assert len(_metrics(part)) == 2
+    assert main(["train", "--epochs", "4", "--out", str(part), "--resume", *args]) == 0
+    a, b = _metrics(full), _metrics(part)
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4], "metrics lines duplicated or lost"
+    for ra, rb in zip(a, b):
+        assert ra["plan"] == rb["plan"]
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5, abs=1e-6)
+        assert ra["val_top1"] == rb["val_top1"]
+
+
+def _train_epochs_then_stop(config, data, out, stop_after):
+    """Run the real loop but stop after `stop_after` epochs, as a kill between epochs would."""
+    import mixtrain_dali.train as t
+
+    real = t._train_epoch
+    calls = {"n": 0}
+
+    def limited(*a, **k):
+        if calls["n"] == stop_after:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(*a, **k)
+
+    t._train_epoch = limited
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            t.train(config, data, out, progress=False)
+    finally:
+        t._train_epoch = real
+
+
+def test_fixed_mixing_takes_one_over_1_6_of_the_steps(small_data, tmp_path):
+    base, mixed = tmp_path / "base", tmp_path / "mixed"
+    common = ["--data", str(small_data), "--epochs", "3", "--batch-size", "4", *FAST]
+    assert main(["train", "--out", str(base), *common]) == 0
+    assert main(["train", "--out", str(mixed), *common, "--mix-k", "4", "--mix-fraction", "0.5",
+                 "--mix-selection", "random", "--mix-gamma", "0"]) == 0
+    b, m = _metrics(base), _metrics(mixed)
+    assert [r["steps"] for r in b] == [24, 24, 24]
+    # epoch 1 warm-up (unmixed), epoch 2 mixes, epoch 3 is the final unmixed 12.5%
+    assert [r["mixed_samples"] for r in m] == [0, 48, 0]
+    assert m[1]["composites"] == 60 and m[1]["samples"] == 96
+    assert m[1]["ideal_speedup"] == pytest.approx(1.6)
+    assert m[1]["steps"] == 15 == b[1]["steps"] / 1.6
+
+
+BAD_INPUTS = [
+    (["--data", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--mix-k", "5"], "k=5 is outside 1..4"),
+    (["--mix-k", "4", "--mix-fraction", "1.5"], "fraction=1.5 is outside [0, 1]"),
+    (["--mix-k", "2", "--mix-speedup", "3"], "cannot be reached with k=2"),
+    (["--batch-size", "0"], "batch_size=0 must be >= 1"),
+    (["--arch", "resnet19"], "resnet19"),
+    (["--resume"], "no checkpoint"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_gives_one_line_and_exit_2(extra, message, small_data, tmp_path, capsys):
+    args = ["train", "--data", str(small_data), "--epochs", "1", "--out", str(tmp_path / "r"), *FAST]
+    if extra[0] == "--data":
+        args[2] = extra[1]
+        extra = []
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("body,message", [
+    ("[train]\nepocs = 3\n", "unknown key 'epocs'"),
+    ("[train]\nepochs = 'three'\n", "epochs = 'three' has the wrong type"),
+    ("[mixing]\nk = 2\n", "unknown section [mixing]"),
+    ("[train\n", "not valid TOML"),
+])
+def test_bad_config_file_gives_one_line_and_exit_2(body, message, small_data, tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    assert main(["train", "--data", str(small_data), "--config", str(cfg), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_resume_refuses_a_checkpoint_from_another_dataset(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(small_data), "--epochs", "1", "--batch-size", "16",
+                 "--out", str(out), *FAST]) == 0
+    other = tmp_path / "other"
+    write_colour_folder(str(other / "train"), classes=("x", "y"), per_class=8)
+    assert main(["train", "--data", str(other), "--epochs", "2", "--resume", "--out", str(out), *FAST]) == 2
+    assert "another dataset" in capsys.readouterr().err
+
+
+def test_cli_process_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mixtrain_dali.cli", "train", "--data",
+                           str(tmp_path / "missing"), "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([sys.executable, "-m", "mixtrain_dali.cli", "train", "--epochs", "x"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
