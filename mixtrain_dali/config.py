@@ -61,6 +61,7 @@ class DataConfig:
 @dataclass
 class MixConfig:
     enabled: bool = False
+    method: str = "mix"              # mix: MixTrain; prune: InfoBatch-style loss-based pruning
     k: int = 4                       # constituents per composite, 1..4 (1 = no mixing)
     fraction: float | None = None    # share of samples mixed per mixing epoch ...
     target_speedup: float | None = None  # ... or the ideal epoch speedup S (one of the two)
@@ -77,12 +78,13 @@ class MixConfig:
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
+        _check(self.method in ("mix", "prune"), f"method={self.method!r}; valid: mix, prune")
         if self.fraction is not None and self.target_speedup is not None:
             raise UserError("give mix fraction or target_speedup, not both")
         if self.fraction is not None:
             _check(0.0 <= self.fraction <= 1.0, f"mix fraction={self.fraction} is outside [0, 1]")
         if self.target_speedup is not None:
-            top = max_speedup(self.k)
+            top = max_speedup(self.k) if self.method == "mix" else 100.0
             _check(1.0 <= self.target_speedup <= top,
                    f"target speedup {self.target_speedup} cannot be reached with k={self.k}: "
                    f"valid range is [1, {top:g}]")
@@ -101,13 +103,22 @@ class MixConfig:
 
     @property
     def active(self) -> bool:
-        return self.enabled and self.k > 1 and self.mix_fraction() > 0
+        """Whether any epoch changes: mixing with k > 1, or pruning, at a non-zero budget."""
+        return self.enabled and (self.k > 1 or self.method == "prune") and self.mix_fraction() > 0
+
+    @property
+    def pastes(self) -> bool:
+        """Whether the DALI graph tiles composites (MixTrain), rather than one image per input."""
+        return self.active and self.method == "mix"
 
     def mix_fraction(self) -> float:
-        """The fraction f of samples mixed in a mixing epoch (DESIGN.md, speedup arithmetic)."""
+        """The fraction f of samples mixed (or, for method=prune, skipped) in a mixing epoch
+        (DESIGN.md, speedup arithmetic; pruning: S = 1 / (1 - f))."""
         if self.fraction is not None:
             return self.fraction
         speedup = 1.6 if self.target_speedup is None else self.target_speedup
+        if self.method == "prune":
+            return 1 - 1 / speedup
         if self.k == 1:
             return 0.0
         return min(1.0, (1 - 1 / speedup) / (1 - 1 / self.k))
@@ -135,7 +146,7 @@ class TrainConfig:
     channels_last: bool = True       # on GPU only
     seed: int = 0
     out: str = "runs/run"
-    log_every: int = 0               # 0: one line per epoch
+    region_pooling: bool = True      # False: one area-weighted soft label per composite (naive mixing)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")

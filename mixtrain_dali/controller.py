@@ -94,6 +94,8 @@ class MixController:
             candidates &= ~corrected
             stats["self_corrected"] = int(corrected.sum())
         cand_idx = np.flatnonzero(candidates)
+        if c.method == "prune":
+            return self._prune_plan(epoch, rng, keep, cand_idx, f, threshold, stats)
         budget = int(round(f * int(keep.sum()))) // k * k
         n_mix = min(budget, len(cand_idx) // k * k)
         chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
@@ -130,6 +132,30 @@ class MixController:
             log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): "
                         "ideal speedup %.3f instead of %.3f", epoch, len(cand_idx), n, budget,
                         plan.ideal_speedup, target)
+        return plan
+
+    def _prune_plan(self, epoch, rng, keep, cand_idx, f, threshold, stats) -> EpochPlan:
+        """InfoBatch-style baseline: skip a random part of the below-threshold samples this
+        epoch and scale the kept candidates' loss by 1 / (1 - pruned share of candidates),
+        so the expected gradient is unchanged."""
+        budget = int(round(f * int(keep.sum())))
+        n_prune = min(budget, len(cand_idx))
+        pruned = rng.choice(cand_idx, size=n_prune, replace=False) if n_prune else np.empty(0, np.int64)
+        kept = keep.copy()
+        kept[pruned] = False
+        order = rng.permutation(np.flatnonzero(kept))
+        plan = single_plan(epoch, order, self.canvas, rng.random(len(order)) < 0.5)
+        rescale = 1.0 / (1.0 - n_prune / len(cand_idx)) if len(cand_idx) > n_prune else 1.0
+        is_candidate = np.zeros(len(keep), bool)
+        is_candidate[cand_idx] = True
+        plan.weights = np.where(is_candidate[order], rescale, 1.0).astype(np.float32)[:, None]
+        target = 1.0 / (1.0 - f)
+        stats.update(mixing_epoch=True, threshold=threshold, candidates=int(len(cand_idx)),
+                     target_speedup=target, budget_met=n_prune >= budget, pruned_samples=int(n_prune),
+                     loss_rescale=rescale)
+        plan.stats = self._finish_stats(stats, plan)
+        # a pruning epoch has fewer inputs, not composites: its speedup is N / kept
+        plan.stats["ideal_speedup"] = int(keep.sum()) / max(1, len(order))
         return plan
 
     def area_shares(self, group_losses: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ class MixBatch:
     mask: torch.Tensor        # (B, k_max) bool, valid constituents
     shares: torch.Tensor      # (B, k_max) float32 area shares
     n_samples: int            # valid constituents, known on the host
+    weights: torch.Tensor | None = None  # (B, k_max) loss factors (pruning baseline), else None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -81,7 +82,8 @@ class TrainLoader:
         self.torch_device = torch.device(torch_device)
         n = len(self.index)
         self.controller = MixController(self.mix, n, (image_size, image_size), seed=self.seed, epochs=epochs)
-        self.mixing = self.mix.active
+        self.mixing = self.mix.active        # MixBatch out, losses recorded
+        self.pastes = self.mix.pastes        # composites tiled in the DALI graph
         self.epoch = 0
         # loss table: slot N absorbs the padded constituents' writes (no masking, no sync)
         self.losses = torch.full((n + 1,), float("nan"), device=self.torch_device)
@@ -93,7 +95,7 @@ class TrainLoader:
         self._labels = torch.as_tensor(np.append(self.index.labels, -1), device=self.torch_device)
         self._plan: EpochPlan | None = None
         self._batches: list[np.ndarray] | None = None
-        self._source = PlanSource(*self.index.path_bytes, mixing=self.mixing)
+        self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes)
         self._pipe = None
 
     @classmethod
@@ -186,8 +188,8 @@ class TrainLoader:
         d = self.data
         pipe = train_pipeline(
             source=self._source, device=self.dali_device, image_size=d.image_size,
-            scale=d.scale, ratio=d.ratio, mixing=self.mixing,
-            batch_size=d.batch_size * (self.mix.k if self.mixing else 1),
+            scale=d.scale, ratio=d.ratio, mixing=self.pastes,
+            batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
             num_threads=d.resolved_threads(), device_id=self.device_id,
             seed=int(np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(1)[0] % 2**31),
             prefetch_queue_depth=d.prefetch)
@@ -210,14 +212,16 @@ class TrainLoader:
             "boxes": torch.as_tensor(plan.boxes[order], dtype=torch.float32, device=dev),
             "mask": ids >= 0,
             "shares": torch.as_tensor(plan.shares[order], device=dev),
+            "weights": None if plan.weights is None else torch.as_tensor(plan.weights[order], device=dev),
         }
 
     def _make_batch(self, images: torch.Tensor, rows: dict, i: int, size: int):
         a, b = rows["offsets"][i], rows["offsets"][i + 1]
         if not self.mixing:
             return images, rows["labels"][a:b, 0]
+        weights = None if rows["weights"] is None else rows["weights"][a:b]
         return MixBatch(images, rows["sample_ids"][a:b], rows["labels"][a:b], rows["boxes"][a:b],
-                        rows["mask"][a:b], rows["shares"][a:b], int(rows["counts"][a:b].sum()))
+                        rows["mask"][a:b], rows["shares"][a:b], int(rows["counts"][a:b].sum()), weights)
 
     def _to_torch(self, out, n_heads: int) -> torch.Tensor:
         """The first n_heads outputs (the composites) as an NCHW view of NHWC memory."""

@@ -272,7 +272,8 @@ def build_model(arch: str, num_classes: int, image_size: int | None = None) -> n
 # --------------------------------------------------------------------------- loss
 
 def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, areas: torch.Tensor,
-             label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+             label_smoothing: float = 0.0, weights: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """MixTrain loss for a batch of composites.
 
     Args:
@@ -282,6 +283,8 @@ def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, are
         mask: ``(B, k)`` bool, True for real constituents.
         areas: ``(B, k)`` float area shares, summing to 1 over the valid constituents.
         label_smoothing: as in ``F.cross_entropy``, in [0, 1].
+        weights: optional ``(B, k)`` per-constituent factors on the batch loss (e.g. the
+            loss rescaling of kept samples under loss-based pruning); 1 when omitted.
 
     Returns:
         ``(loss, per_constituent)``: the scalar float32 batch loss to minimise and a detached
@@ -320,14 +323,15 @@ def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, are
         nll = -logp.gather(-1, safe)
         smooth = -logp.mean(dim=-1, keepdim=True)
     per = ((1.0 - eps) * nll + eps * smooth) * weight
+    scaled = per if weights is None else per * weights.to(torch.float32)
 
     if logits.dim() == 3:
-        loss = per.sum() / weight.sum().clamp_min(1.0)
+        loss = scaled.sum() / weight.sum().clamp_min(1.0)
     else:
         # Cross entropy is linear in the target, so the soft-target CE is the area-weighted
         # sum of the per-label CEs; no dense (B, C) target is needed.
         share = areas.to(torch.float32) * weight
         total = share.sum(dim=1, keepdim=True)
         share = share / torch.where(total > 0, total, torch.ones_like(total))
-        loss = (share * per).sum(dim=1).mean()
+        loss = (share * scaled).sum(dim=1).mean()
     return loss, per.detach()

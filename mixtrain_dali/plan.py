@@ -25,6 +25,12 @@ class EpochPlan:
     shares: np.ndarray    # (n, k_max) float32, zero padded
     flips: np.ndarray     # (n, k_max) uint8
     stats: dict = field(default_factory=dict)
+    weights: np.ndarray | None = None  # (n, k_max) float32 loss factors; None = all 1
+
+    def loss_weights(self) -> np.ndarray:
+        if self.weights is None:
+            return self.valid.astype(np.float32)
+        return self.weights
 
     @property
     def n_composites(self) -> int:

@@ -23,7 +23,7 @@ from .config import Config
 from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
-from .nn import adapt_model, build_model, mix_loss
+from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
                                config.data.val_resize, device=config.data.device,
                                threads=config.data.threads, classes=train_index.classes)
 
-    model = adapt_model(build_model(t.arch, len(train_index.classes), config.data.image_size)).to(dev)
+    model = build_model(t.arch, len(train_index.classes), config.data.image_size)
+    model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
     if on_gpu and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model
@@ -160,7 +161,7 @@ def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epo
             if isinstance(batch, MixBatch):
                 logits = net(batch.images, batch.boxes)
                 loss, per = mix_loss(logits.float(), batch.labels, batch.mask, batch.shares,
-                                     t.label_smoothing)
+                                     t.label_smoothing, batch.weights)
                 n = batch.n_samples
             else:
                 images, labels = batch
