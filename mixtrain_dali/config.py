@@ -95,7 +95,7 @@ class MixConfig:
         _check(self.threshold in ("mean", "median"), f"threshold={self.threshold!r}; valid: mean, median")
         _check(self.gamma >= 0, f"gamma={self.gamma} must be >= 0")
         _check(self.eps > 0, f"eps={self.eps} must be > 0")
-        _check(0 < self.share_min <= 1 / self.k <= self.share_max <= 1,
+        _check(self.k == 1 or 0 < self.share_min <= 1 / self.k <= self.share_max <= 1,
                f"share_min={self.share_min}, share_max={self.share_max} must satisfy "
                f"0 < share_min <= 1/k <= share_max <= 1 for k={self.k}")
         _check(0 < self.min_side_frac <= 0.5 / max(1, math.ceil(self.k / 2)),
@@ -136,7 +136,9 @@ def ideal_speedup(k: int, fraction: float) -> float:
 @dataclass
 class TrainConfig:
     arch: str = "resnet18"
+    stem: str = "imagenet"           # imagenet | cifar (3x3/1 stem, no max-pool: small images)
     epochs: int = 10
+    optimizer: str = "sgd"           # sgd (momentum) | adamw
     lr: float = 0.1                  # for batch 256; scaled linearly with the global batch
     momentum: float = 0.9
     weight_decay: float = 5e-5
@@ -150,6 +152,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        _check(self.optimizer in ("sgd", "adamw"), f"optimizer={self.optimizer!r}; valid: sgd, adamw")
+        _check(self.stem in ("imagenet", "cifar"), f"stem={self.stem!r}; valid: imagenet, cifar")
         _check(self.lr > 0, f"lr={self.lr} must be > 0")
         _check(0 <= self.momentum < 1, f"momentum={self.momentum} is outside [0, 1)")
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")

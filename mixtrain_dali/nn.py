@@ -234,13 +234,18 @@ def adapt_model(model: nn.Module) -> nn.Module:
     return SoftTargetModel(model)
 
 
-def build_model(arch: str, num_classes: int, image_size: int | None = None) -> nn.Module:
+def build_model(arch: str, num_classes: int, image_size: int | None = None,
+                stem: str = "imagenet") -> nn.Module:
     """A randomly initialised torchvision classifier ``arch`` with ``num_classes`` outputs.
 
     ``arch`` is any name in ``torchvision.models.list_models(module=torchvision.models)``
     (case-insensitive). ``image_size`` sets the input size of ViT (``image_size``) and MaxViT
-    (``input_size``), which fix it at construction; CNNs ignore it.
+    (``input_size``), which fix it at construction; CNNs ignore it. ``stem="cifar"`` (ResNet
+    family only) swaps the 7x7/2 convolution and max-pool for one 3x3/1 convolution, the
+    usual CIFAR ResNet: 32 px inputs then keep a 4x4 final feature map for region pooling.
     """
+    if stem not in ("imagenet", "cifar"):
+        raise UserError(f"stem={stem!r}; valid: imagenet, cifar")
     names = torchvision.models.list_models(module=torchvision.models)
     key = str(arch).strip().lower()
     if key not in names:
@@ -266,7 +271,13 @@ def build_model(arch: str, num_classes: int, image_size: int | None = None) -> n
     if key in ("googlenet", "inception_v3"):
         # One logits tensor in training mode too, and no init-weights deprecation warning.
         kwargs.update(aux_logits=False, init_weights=True)
-    return torchvision.models.get_model(key, **kwargs)
+    model = torchvision.models.get_model(key, **kwargs)
+    if stem == "cifar":
+        if not isinstance(model, ResNet):
+            raise UserError(f"stem='cifar' is for the ResNet family (resnet*, resnext*, wide_resnet*), not {arch!r}")
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
 
 
 # --------------------------------------------------------------------------- loss

@@ -61,8 +61,9 @@ class EpochPlan:
     def digest(self) -> str:
         """A hash of the whole plan, to compare plans across ranks and restarts."""
         h = hashlib.sha256()
-        for a in (self.members, self.boxes, self.shares, self.flips):
-            h.update(np.ascontiguousarray(a).tobytes())
+        for a in (self.members, self.boxes, self.shares, self.flips, self.weights):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).tobytes())
         h.update(repr((self.epoch, self.canvas)).encode())
         return h.hexdigest()
 
@@ -102,7 +103,7 @@ def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1,
         n_batches = (n // world_size) // batch_size
         return [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
     n_batches = -(-(-(-n // world_size)) // batch_size)  # ceil(ceil(n / W) / B)
-    if len(mine) < n_batches:
+    if n // world_size < n_batches:  # the shortest shard decides, on every rank alike
         raise UserError(
             f"{n} samples cannot give {world_size} ranks {n_batches} non-empty batches of "
             f"{batch_size}; use a smaller batch size or fewer ranks")

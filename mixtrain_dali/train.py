@@ -91,7 +91,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
                                config.data.val_resize, device=config.data.device,
                                threads=config.data.threads, classes=train_index.classes)
 
-    model = build_model(t.arch, len(train_index.classes), config.data.image_size)
+    model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
     model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
     if on_gpu and t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -99,8 +99,12 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if on_gpu else None)
     base_lr = t.lr * config.data.batch_size * world / 256
-    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=t.momentum,
-                                weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=base_lr, betas=(t.momentum, 0.999),
+                                      weight_decay=t.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=base_lr, momentum=t.momentum,
+                                    weight_decay=t.weight_decay)
     amp = on_gpu and t.amp
 
     start_epoch = 0
