@@ -145,7 +145,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0       # linear lr warm-up, then cosine
     label_smoothing: float = 0.1
     amp: bool = True                 # on GPU only
-    channels_last: bool = True       # on GPU only
+    channels_last: bool = True       # model in channels_last memory, like the loader's batches
     seed: int = 0
     out: str = "runs/run"
     region_pooling: bool = True      # False: one area-weighted soft label per composite (naive mixing)

@@ -3,7 +3,8 @@ channels_last on GPU, DDP under torchrun, per-epoch metrics, atomic checkpoints,
 
 Data layout: `DATA/train/<class>/...` and `DATA/val/<class>/...` (ImageNet's). Outputs in
 `out`: config.toml (the resolved settings), metrics.jsonl (one line per epoch),
-checkpoint.pt (after every epoch, written atomically).
+checkpoint.pt (after every epoch, written atomically), bad_files.txt (images skipped as
+unreadable, one `path<TAB>reason` line each; robust.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
 from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
+from .robust import BAD_FILES
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +84,19 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     rank, world, local_rank = _setup_distributed()
     torch.manual_seed(t.seed + rank)
     train_index = scan_image_folder(train_root)
-    loader = TrainLoader.from_config(train_index, config)
+    loader = TrainLoader.from_config(train_index, config, bad_files=out_dir / BAD_FILES)
     dev = loader.torch_device
     on_gpu = dev.type == "cuda"
     val_loader = None
     if (data / "val").is_dir():
         val_loader = ValLoader(data / "val", config.data.batch_size, config.data.image_size,
                                config.data.val_resize, device=config.data.device,
-                               threads=config.data.threads, classes=train_index.classes)
+                               threads=config.data.threads, classes=train_index.classes,
+                               bad_files=out_dir / BAD_FILES)
 
     model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
     model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
-    if on_gpu and t.channels_last:
+    if t.channels_last:  # the loader's batches are NHWC in memory: keep weights and grads alike
         model = model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
@@ -183,6 +186,11 @@ def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epo
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     elapsed = time.perf_counter() - start
+    if loader.world_size > 1:  # report the epoch's global counts, not this rank's share
+        counts = torch.tensor([seen, composites], dtype=torch.float64, device=dev)
+        torch.distributed.all_reduce(counts)
+        seen, composites = (int(v) for v in counts.tolist())
+    loss_mean = _global_mean(loss_sum, seen, loader.world_size)
     loader._sync_losses()
     stats = plan.stats
     members = plan.members
@@ -194,7 +202,7 @@ def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epo
     return {
         "epoch": epoch + 1,
         "plan": plan.digest()[:16],
-        "train_loss": float(loss_sum.item() / max(1, seen)),
+        "train_loss": loss_mean,
         "steps": steps,
         "composites": composites,
         "samples": seen,
@@ -207,6 +215,13 @@ def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epo
         "images_per_s": round(seen / max(elapsed, 1e-9), 1),
         "lr_end": lr,
     }
+
+
+def _global_mean(loss_sum: torch.Tensor, seen: int, world: int) -> float:
+    total = loss_sum.detach().double().clone()
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return float(total.item() / max(1, seen))
 
 
 def _nanmean(x: np.ndarray) -> float | None:
