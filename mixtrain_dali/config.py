@@ -83,7 +83,7 @@ class MixConfig:
             raise UserError("give mix fraction or target_speedup, not both")
         if self.fraction is not None:
             _check(0.0 <= self.fraction <= 1.0, f"mix fraction={self.fraction} is outside [0, 1]")
-        if self.target_speedup is not None:
+        if self.target_speedup is not None and self.k > 1:  # k = 1: mixing off, nothing to reach
             top = max_speedup(self.k) if self.method == "mix" else 100.0
             _check(1.0 <= self.target_speedup <= top,
                    f"target speedup {self.target_speedup} cannot be reached with k={self.k}: "

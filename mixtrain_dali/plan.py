@@ -107,9 +107,11 @@ def shard_batches(n: int, batch_size: int, rank: int = 0, world_size: int = 1,
         raise UserError(
             f"{n} samples cannot give {world_size} ranks {n_batches} non-empty batches of "
             f"{batch_size}; use a smaller batch size or fewer ranks")
-    # as many full batches as leave at least one composite for each remaining batch
+    # as many full batches as leave each remaining batch at least two composites (one when
+    # the shard is too small): BatchNorm cannot train on a single sample with a 1x1 map
+    per_batch = 2 if batch_size > 1 and len(mine) >= 2 * n_batches else 1
     n_full = min(len(mine) // batch_size, n_batches)
-    while n_full > 0 and len(mine) - n_full * batch_size < n_batches - n_full:
+    while n_full > 0 and len(mine) - n_full * batch_size < per_batch * (n_batches - n_full):
         n_full -= 1
     out = [mine[i * batch_size:(i + 1) * batch_size] for i in range(n_full)]
     if n_batches > n_full:

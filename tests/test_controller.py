@@ -633,11 +633,18 @@ def test_shard_batches_disjoint_cover_equal_counts(n, world, batch, drop_last):
         for s in shards:   # full batches first, then the (smaller) remainder
             sizes = [len(b) for b in s]
             assert sizes == sorted(sizes, reverse=True)
-        # the largest shard keeps its last partial batch: full batches, then n_big % batch
+        # the largest shard keeps its last partial batch: full batches, then n_big % batch,
+        # except that a remainder of one is balanced with the batch before it
         sizes = [len(b) for b in shards[0]]
-        if sizes:
+        if sizes and batch > 1 and n_big % batch == 1 and len(sizes) >= 2:
+            assert sizes[:-2] == [batch] * (len(sizes) - 2)
+            assert sizes[-2:] == [(batch + 2) // 2, (batch + 1) // 2]
+        elif sizes:
             assert sizes[:-1] == [batch] * (len(sizes) - 1)
             assert sizes[-1] == (n_big % batch or batch)
+        if batch > 1 and n // world >= 2 * expect_batches:
+            assert all(len(b) > 1 for s in shards for b in s), "a batch of one"
+
 
 
 @pytest.mark.parametrize("n, world, batch", [(1001, 2, 1), (100, 3, 1), (7, 8, 32), (1, 2, 256)])

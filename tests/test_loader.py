@@ -32,7 +32,7 @@ def test_every_sample_exactly_once_per_epoch_with_its_label(colour_folder):
         assert sorted(ids) == list(range(N))
         np.testing.assert_array_equal(labels, loader.index.labels[ids])
         assert len(sizes) == expected_batches == 6
-        assert sizes == [4, 4, 4, 4, 4, 1]  # last partial batch kept
+        assert sizes == [4, 4, 4, 4, 3, 2]  # remainder kept, never a batch of one
 
 
 def test_new_order_each_epoch_same_order_for_same_seed(colour_folder):
