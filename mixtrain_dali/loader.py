@@ -6,6 +6,11 @@ it (1) folds the losses recorded during the last epoch into the host loss table 
 all-reduce and one device->host copy per epoch), (2) asks the controller for the epoch's
 plan, (3) uploads this rank's plan rows to the training device once, (4) runs the DALI
 pipeline over the plan's batches. Per step nothing crosses from the device to the host.
+
+Bad files (robust.py): both loaders check every file cheaply when they are made, leave the
+bad ones out and list them in `bad_files.txt`; mid-epoch, a batch DALI cannot read is
+probed, its bad files excluded, the rest of the epoch's batches rewritten without them and
+the pipeline rebuilt at the same batch, so the epoch keeps its length and every good sample.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from .dataset import ImageFolderIndex, scan_image_folder
 from .errors import UserError
 from .pipelines import resolve_device, train_pipeline, val_pipeline
 from .plan import EpochPlan
+from .robust import (SUSPECT, BadFileLog, CheckedPlanSource, drop_samples, probe_files, suspect_hint,
+                     validate_files)
 from .source import PlanSource
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,12 @@ class TrainLoader:
     composite's constituent or alone); the last partial batch kept unless `drop_last`.
     Under torch.distributed, each rank iterates a disjoint shard with the same number of
     batches. Call `record(batch, per_constituent_losses)` each step when mixing.
+
+    Bad files: with `validate` every file is checked when the loader is made (about 100k
+    files/s from page cache, robust.validate_files) and the bad ones are excluded; with
+    `watch_files` each batch's files are stat'ed as DALI takes them (~4 us a file), so one
+    that vanished or changed since is caught before it is decoded. `bad_files` is the
+    `bad_files.txt` that lists them (each file once, also across resumes).
     """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, *,
@@ -68,7 +81,9 @@ class TrainLoader:
                  device: str = "auto", threads: int = 0, drop_last: bool = False,
                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), prefetch: int = 2,
                  rank: int | None = None, world_size: int | None = None,
-                 torch_device: torch.device | str | None = None):
+                 torch_device: torch.device | str | None = None,
+                 bad_files: str | os.PathLike | None = None, validate: bool = True,
+                 watch_files: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), device=device,
                                threads=threads, prefetch=prefetch)
@@ -95,7 +110,15 @@ class TrainLoader:
         self._labels = torch.as_tensor(np.append(self.index.labels, -1), device=self.torch_device)
         self._plan: EpochPlan | None = None
         self._batches: list[np.ndarray] | None = None
-        self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes)
+        self.bad_files = BadFileLog(bad_files)
+        watch = None
+        if validate:
+            bad, watch = validate_files(self.index.paths, device=self.dali_device, device_id=self.device_id)
+            self._exclude(bad, write=self.rank == 0)  # every rank finds the same; one writes
+        if watch is not None and watch_files:
+            self._source = CheckedPlanSource(*self.index.path_bytes, mixing=self.pastes, watch=watch)
+        else:
+            self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes)
         self._pipe = None
 
     @classmethod
@@ -123,6 +146,7 @@ class TrainLoader:
         """The plan of the epoch about to be (or being) iterated; planned once per epoch."""
         if self._plan is None:
             self._sync_losses()
+            self._sync_excluded()
             self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
             self._batches = self._plan.batches(self.data.batch_size, self.rank, self.world_size,
                                                self.data.drop_last)
@@ -169,29 +193,99 @@ class TrainLoader:
         rows = self._upload_rows(plan, batches)
         self._source.start(plan, batches)
         pipe = self._pipeline()
+        i, failed_at = 0, -1
         try:
-            for i, comp in enumerate(batches):
-                (out,) = pipe.run()
+            while i < len(batches):
+                try:
+                    (out,) = pipe.run()
+                except Exception as err:  # DALI's RuntimeError, or BadFilesFound from the source
+                    if failed_at == i:
+                        raise
+                    plan, batches, explained = self._recover(err, plan, batches, i)
+                    failed_at = -1 if explained else i  # unexplained twice at `i`: raise
+                    rows = self._upload_rows(plan, batches)
+                    self._source.start(plan, batches, position=i)
+                    pipe = self._pipeline(restart=i)
+                    continue
+                if self._source.fed:
+                    self._source.fed.pop(0)  # consumed: `fed` keeps what DALI still holds
+                comp = batches[i]
                 images = self._to_torch(out, len(comp))
                 yield self._make_batch(images, rows, i, len(comp))
+                i += 1
         finally:
             self._source.start(None, [])
             self._pipe = None
             self.epoch += 1
             self._plan = self._batches = None
 
-    def _pipeline(self):
+    # -- bad files ------------------------------------------------------------------------
+    def _exclude(self, bad: dict[int, str], write: bool = True) -> int:
+        """Exclude samples {id: reason} from now on and list them; returns how many are new."""
+        new = 0
+        for i, reason in bad.items():
+            new += not self.excluded[i]
+            self.excluded[i] = True
+            self.bad_files.add(self.index.paths[i], reason, write=write)
+        return new
+
+    def _sync_excluded(self) -> None:
+        """Every rank plans from the same exclusions: a file found bad on one rank mid-epoch is
+        excluded on all from the next epoch on (one all-reduce per epoch)."""
+        if self.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            flags = torch.as_tensor(self.excluded, dtype=torch.uint8, device=self.torch_device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            self.excluded = flags.cpu().numpy().astype(bool)
+
+    def _recover(self, err: Exception, plan: EpochPlan, batches: list[np.ndarray], i: int):
+        """After batch `i` failed: find the bad files among those DALI held, exclude them,
+        rewrite batches i.. without them. Returns (plan, batches, explained): False when no
+        bad file was found (the batch is retried once; a second failure there is raised)."""
+        found = getattr(err, "found", None)  # BadFilesFound: the watch already names them
+        if found:
+            bad = {s: f"{r} (since the up-front check)" for s, r in found.items() if r != SUSPECT}
+            suspects = [s for s, r in found.items() if r == SUSPECT]
+        else:
+            # the files of every batch handed to DALI and not yet returned, `i` first
+            suspects = list(dict.fromkeys(int(s) for sb in self._source.fed for s in sb.slot_samples))
+            bad = {}
+        suspects = [s for s in suspects if not self.excluded[s]]
+        paths = [self.index.paths[s] for s in suspects]
+        probed = probe_files(paths, device=self.dali_device, device_id=self.device_id)
+        hint = (lambda p: suspect_hint(p) + "; ") if found else (lambda p: "")
+        bad.update({suspects[j]: hint(paths[j]) + reason for j, reason in probed.items()})
+        new = self._exclude(bad)
+        if not bad:
+            if found:
+                return plan, batches, True  # changed files that still decode: go on
+            log.warning("epoch %d, batch %d: DALI failed but no bad file was found among the %d "
+                        "files it held; retrying the batch once: %s", self.epoch, i, len(suspects),
+                        str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
+            return plan, batches, False
+        min_side = max(1, int(round(self.mix.min_side_frac * min(plan.canvas))))
+        plan, batches, info = drop_samples(plan, batches, i, self.excluded, min_side,
+                                           allow_fewer_steps=self.world_size == 1)
+        log.info("epoch %d, batch %d: %d bad file(s) left out of the rest of the epoch: %s",
+                 self.epoch, i, new, info)
+        if info["repeated"]:
+            log.warning("epoch %d: %d batch(es) left with no readable image repeat a composite so "
+                        "every rank takes the same number of steps", self.epoch, info["repeated"])
+        return plan, batches, True
+
+    def _pipeline(self, restart: int | None = None):
         """A pipeline for this epoch, seeded from (seed, rank, epoch): a resumed run draws the
         same crops and flips as an uninterrupted one, and no prefetch leaks across epochs.
-        (Building costs a fraction of a second, once per epoch.)"""
+        (Building costs a fraction of a second, once per epoch.) After a bad file, the epoch
+        goes on with a new pipeline from batch `restart`, seeded with it too."""
         self._pipe = None  # release the last epoch's buffers first
         d = self.data
+        key = [self.seed, self.rank, self.epoch] + ([] if restart is None else [restart])
         pipe = train_pipeline(
             source=self._source, device=self.dali_device, image_size=d.image_size,
             scale=d.scale, ratio=d.ratio, mixing=self.pastes,
             batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
             num_threads=d.resolved_threads(), device_id=self.device_id,
-            seed=int(np.random.SeedSequence([self.seed, self.rank, self.epoch]).generate_state(1)[0] % 2**31),
+            seed=int(np.random.SeedSequence(key).generate_state(1)[0] % 2**31),
             prefetch_queue_depth=d.prefetch)
         pipe.build()
         self._pipe = pipe
@@ -256,7 +350,7 @@ class TrainLoader:
         self.epoch = int(state["epoch"])
         self.host_losses = np.asarray(state["losses"], np.float32)
         self.host_mixed = np.asarray(state["mixed"], bool)
-        self.excluded = np.asarray(state["excluded"], bool)
+        self.excluded = np.asarray(state["excluded"], bool) | self.excluded  # and what is bad now
         self.losses[:-1] = torch.as_tensor(self.host_losses, device=self.torch_device)
         self.mixed[:-1] = torch.as_tensor(self.host_mixed, device=self.torch_device)
         self._updated.zero_()
@@ -265,14 +359,22 @@ class TrainLoader:
 
 class ValLoader:
     """Validation: resize the shorter side, center crop, normalise; sharded, no padding
-    duplicates (the reader's padded samples are dropped), `(images, labels)` batches."""
+    duplicates (the reader's padded samples are dropped), `(images, labels)` batches.
+
+    Rank r of W reads the contiguous slice [N r / W, N (r + 1) / W) of the files, the same
+    slice every epoch (its own file list: DALI's sharded reader would move each rank to the
+    next shard every epoch). Bad files: the slice is checked when the loader is made (same
+    check as TrainLoader) and the bad files are left out; if DALI still fails mid-pass (a
+    file vanished or was corrupted since), the files not yet returned are probed, the bad
+    ones left out for good, and the pass goes on from where it stopped with a new pipeline.
+    Each bad file is listed in `bad_files`.
+    """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, resize: int | None = None,
                  *, device: str = "auto", threads: int = 0, classes: list[str] | None = None,
                  rank: int | None = None, world_size: int | None = None,
-                 torch_device: torch.device | str | None = None):
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
-
+                 torch_device: torch.device | str | None = None,
+                 bad_files: str | os.PathLike | None = None, validate: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, val_resize=resize,
                                device=device, threads=threads)
         self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
@@ -284,24 +386,75 @@ class ValLoader:
         if torch_device is None:
             torch_device = f"cuda:{self.device_id}" if self.dali_device == "gpu" else "cpu"
         self.torch_device = torch.device(torch_device)
-        pipe = val_pipeline(files=self.index.paths, labels=self.index.labels.tolist(),
-                            device=self.dali_device, image_size=image_size,
-                            resize=self.data.val_resize, shard_id=self.rank, num_shards=self.world_size,
-                            batch_size=batch_size, num_threads=self.data.resolved_threads(),
-                            device_id=self.device_id, seed=0)
-        self._iter = DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
-                                         last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
         n = len(self.index)
         lo, hi = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
-        self.shard_size = hi - lo
+        self._files: list[str] = list(self.index.paths[lo:hi])
+        self._labels: list[int] = self.index.labels[lo:hi].tolist()
+        self.bad_files = BadFileLog(bad_files)
+        if validate:
+            bad, _ = validate_files(self._files, device=self.dali_device, device_id=self.device_id)
+            self._leave_out(bad, self._files, self._labels)
+        self._iter = None
+
+    @property
+    def shard_size(self) -> int:
+        return len(self._files)
 
     def __len__(self) -> int:
         return -(-self.shard_size // self.data.batch_size)
 
+    def _leave_out(self, bad: dict[int, str], files: list[str], labels: list[int]) -> None:
+        """Leave positions `bad` of `files` out of this pass (in place) and out of the loader."""
+        for j, reason in bad.items():
+            self.bad_files.add(files[j], reason)
+        gone = {files[j] for j in bad}
+        for fs, ls in ((self._files, self._labels), (files, labels)):
+            keep = [k for k, f in enumerate(fs) if f not in gone]
+            fs[:], ls[:] = [fs[k] for k in keep], [ls[k] for k in keep]
+
+    def _make_iter(self, files: list[str], labels: list[int]):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        d = self.data
+        pipe = val_pipeline(files=files, labels=labels, device=self.dali_device, image_size=d.image_size,
+                            resize=d.val_resize, shard_id=0, num_shards=1, batch_size=d.batch_size,
+                            num_threads=d.resolved_threads(), device_id=self.device_id, seed=0)
+        return DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+                                   last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+
     def __iter__(self):
-        for (out,) in self._iter:
+        files, labels = self._files, self._labels  # what the current pipeline reads
+        it, done, retried = self._iter, 0, False
+        while files:
+            try:
+                if it is None:
+                    it = self._make_iter(files, labels)
+                    if files is self._files:
+                        self._iter = it
+                (out,) = next(it)
+            except StopIteration:
+                break
+            except Exception:  # DALI raised; that pipeline is no longer valid
+                if it is self._iter:
+                    self._iter = None
+                it = None
+                files, labels, done = files[done:], labels[done:], 0  # the rest of this pass
+                held = 3 * self.data.batch_size  # the failed batch and the prefetched ones first
+                bad = probe_files(files[:held], device=self.dali_device, device_id=self.device_id)
+                if not bad:
+                    rest = probe_files(files[held:], device=self.dali_device, device_id=self.device_id)
+                    bad = {held + j: r for j, r in rest.items()}
+                if not bad:
+                    if retried:
+                        raise
+                    retried = True
+                    continue
+                self._leave_out(bad, files, labels)
+                continue
+            retried = False
             images = out["images"].permute(0, 3, 1, 2)
-            labels = out["labels"].reshape(-1).long()
+            labels_out = out["labels"].reshape(-1).long()
+            done += len(labels_out)
             if images.device != self.torch_device:
-                images, labels = images.to(self.torch_device), labels.to(self.torch_device)
-            yield images, labels
+                images, labels_out = images.to(self.torch_device), labels_out.to(self.torch_device)
+            yield images, labels_out
