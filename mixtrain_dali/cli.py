@@ -100,6 +100,23 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import run_benchmark
+
+    run_benchmark(args.benchmark, args.args)
+    return 0
+
+
+def cmd_check_data(args) -> int:
+    from .check_data import check_data, format_report, write_json
+
+    report = check_data(args.dir, workers=args.workers, quick=args.quick, progress=not args.no_progress)
+    print(format_report(report))
+    if args.json:
+        write_json(report, args.json)
+    return 1 if report["bad_files"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mixtrain", description="DALI ImageFolder loader with MixTrain input mixing")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -141,6 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="PNG path (default RUN_DIR/curves.png)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("bench", help="run a benchmark of the checkout's benchmarks/ (JSON, table, plots)")
+    p.add_argument("benchmark", choices=["loader", "speedup", "accuracy"],
+                   help="loader: throughput vs torchvision/DALI; speedup: epoch time vs ideal; "
+                        "accuracy: top-1 at equal budget")
+    p.add_argument("args", nargs=argparse.REMAINDER,
+                   help="the benchmark's flags, e.g. --quick --out-dir DIR --device gpu "
+                        "(mixtrain bench NAME --help lists them)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("check-data", help="check every image of a dataset as the loaders read it; "
+                                          "exit 1 if any is bad")
+    p.add_argument("dir", help="dataset root with train/ (and val/), or one ImageFolder split")
+    p.add_argument("--workers", type=int, help="processes (default: CPU cores, at most 16)")
+    p.add_argument("--quick", action="store_true", help="header checks only, no DALI decode")
+    p.add_argument("--json", metavar="FILE", help="also save the report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_check_data)
     return parser
 
 
