@@ -1,0 +1,350 @@
+"""Loader throughput: images/s delivered to the training device, side by side.
+
+Same JPEGs (ImageNet-like size and compression), same output (RandomResizedCrop to a square
++ horizontal flip + normalise, float on the training device), same batch size, one run:
+
+  torchvision   ImageFolder + DataLoader (workers = cores, persistent, pinned memory on GPU)
+  dali_plain    NVIDIA's ResNet-50 example pipeline: fn.readers.file (random_shuffle) ->
+                decoders.image_random_crop (mixed on a GPU, cpu without) -> resize ->
+                crop_mirror_normalize with a coin-flip mirror; DALIGenericIterator
+  mixtrain_off  our TrainLoader, mixing off
+  mixtrain_k4   our TrainLoader, k=4 and half of the samples mixed (every epoch mixes):
+                source images and composites (model inputs) are counted separately
+
+Each repeat is one pass over the data, timed end to end (with torch.cuda.synchronize() on a
+GPU); warm-up passes are excluded; the median of the repeats is reported. Every batch is
+touched on the device (one element summed, no host sync) so lazy work is counted.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+import common  # noqa: E402  (benchmarks/common.py)
+
+NAME = "loader_throughput"
+VARIANTS = {
+    "torchvision": "torchvision ImageFolder + DataLoader",
+    "dali_plain": "DALI readers.file (NVIDIA RN50 example)",
+    "mixtrain_off": "MixTrain TrainLoader, mixing off",
+    "mixtrain_k4": "MixTrain TrainLoader, k=4, f=0.5",
+}
+FULL = {"cpu": {"n": 2048, "repeats": 5}, "gpu": {"n": 16384, "repeats": 5}}
+QUICK = {"n": 128, "size": [112, 128], "image_size": 64, "batch_size": 16, "repeats": 3, "warmup": 1}
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
+def build_parser(prog: str | None = None):
+    p = common.Parser(prog=prog, description=__doc__.split("\n\n")[0])
+    common.add_common_args(p)
+    p.add_argument("--n", type=int, default=None,
+                   help=f"JPEGs in the dataset (default {FULL['cpu']['n']} on cpu, {FULL['gpu']['n']} on gpu, "
+                        f"{QUICK['n']} with --quick)")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="JPEG side range in px (default 400 500; 112 128 with --quick)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"output crop side (default 224; {QUICK['image_size']} with --quick)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size (default 256; {QUICK['batch_size']} with --quick)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed passes per variant (default 5; {QUICK['repeats']} with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed passes first (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="DALI CPU threads (default 0 = cores)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default cores)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="which loaders to time (default all)")
+    return p
+
+
+def settings_from(args, device: str) -> dict:
+    cores = os.cpu_count() or 1
+    q = args.quick
+    s = {
+        "quick": q, "device": device,
+        "n": args.n or (QUICK["n"] if q else FULL[device]["n"]),
+        "size_range": list(args.size or (QUICK["size"] if q else [400, 500])),
+        "quality": args.quality,
+        "image_size": args.image_size or (QUICK["image_size"] if q else 224),
+        "batch_size": args.batch_size or (QUICK["batch_size"] if q else 256),
+        "repeats": args.repeats or (QUICK["repeats"] if q else FULL[device]["repeats"]),
+        "warmup": QUICK["warmup"] if args.warmup is None else args.warmup,
+        "dali_threads": args.threads or cores,
+        "workers": cores if args.workers is None else args.workers,
+        "scale": list(SCALE), "ratio": [round(r, 6) for r in RATIO],
+        "mix": {"k": 4, "fraction": 0.5, "selection": "random", "warmup_epochs": 0,
+                "final_full_fraction": 0.0, "gamma": 0.0, "self_correct": False},
+        "variants": list(args.variants),
+    }
+    from mixtrain_dali.errors import UserError
+
+    for key in ("n", "image_size", "batch_size", "repeats"):
+        if s[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')}={s[key]} must be >= 1")
+    if s["warmup"] < 0 or s["workers"] < 0 or s["dali_threads"] < 1:
+        raise UserError("--warmup and --workers must be >= 0 and --threads >= 0")
+    return s
+
+
+# -- the loaders: each a function (root, settings, torch device) -> iterable factory ---------
+# One call of the returned `epoch()` is one pass; it yields (images, labels, n_source_images).
+
+def _torchvision(root, s, dev):
+    import torch
+    from torchvision import datasets, transforms
+
+    from mixtrain_dali.config import IMAGENET_MEAN, IMAGENET_STD
+
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(s["image_size"], scale=SCALE, ratio=RATIO, antialias=True),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    dataset = datasets.ImageFolder(str(root), tf)
+    on_gpu = dev.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=s["batch_size"], shuffle=True, num_workers=s["workers"],
+        pin_memory=on_gpu, persistent_workers=s["workers"] > 0, drop_last=False)
+
+    def epoch():
+        for images, labels in loader:
+            if on_gpu:
+                images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            yield images, labels, len(labels)
+
+    return epoch, lambda: None
+
+
+def _dali_plain(root, s, dev):
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+    from mixtrain_dali.config import IMAGENET_MEAN, IMAGENET_STD
+
+    on_gpu = dev.type == "cuda"
+    size = s["image_size"]
+
+    @pipeline_def
+    def rn50_pipeline():  # NVIDIA DALI's examples/use_cases/pytorch/resnet50/main.py, training branch
+        decoder = "mixed" if on_gpu else "cpu"
+        jpegs, labels = fn.readers.file(file_root=str(root), random_shuffle=True, pad_last_batch=True,
+                                        name="Reader")
+        images = fn.decoders.image_random_crop(
+            jpegs, device=decoder, output_type=types.RGB,
+            device_memory_padding=211025920 if on_gpu else 0,
+            host_memory_padding=140544512 if on_gpu else 0,
+            preallocate_width_hint=5980 if on_gpu else 0,
+            preallocate_height_hint=6430 if on_gpu else 0,
+            random_aspect_ratio=list(RATIO), random_area=list(SCALE), num_attempts=100)
+        images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_TRIANGULAR,
+                           antialias=True)
+        mirror = fn.random.coin_flip(probability=0.5)
+        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                          crop=(size, size), mean=[255 * m for m in IMAGENET_MEAN],
+                                          std=[255 * x for x in IMAGENET_STD], mirror=mirror)
+        return images, (labels.gpu() if on_gpu else labels)
+
+    pipe = rn50_pipeline(batch_size=s["batch_size"], num_threads=s["dali_threads"],
+                         device_id=dev.index if on_gpu else None, seed=0)
+    pipe.build()
+    it = DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+
+    def epoch():
+        for (out,) in it:
+            labels = out["labels"].reshape(-1)
+            yield out["images"], labels, len(labels)
+
+    return epoch, lambda: None
+
+
+def _mixtrain(root, s, dev, mixing: bool):
+    from mixtrain_dali.config import MixConfig
+    from mixtrain_dali.loader import MixBatch, TrainLoader
+
+    mix = MixConfig(enabled=True, **s["mix"]) if mixing else None
+    loader = TrainLoader(root, batch_size=s["batch_size"], image_size=s["image_size"], mix=mix,
+                         seed=0, device="gpu" if dev.type == "cuda" else "cpu",
+                         threads=s["dali_threads"], scale=SCALE, ratio=RATIO)
+    if mixing:
+        loader.losses[:-1] = 1.0  # every sample "seen": the first epoch already mixes
+
+    def epoch():
+        for batch in loader:
+            if isinstance(batch, MixBatch):
+                yield batch.images, batch.labels, batch.n_samples
+            else:
+                images, labels = batch
+                yield images, labels, len(labels)
+
+    return epoch, lambda: loader.plan().stats
+
+
+LOADERS = {"torchvision": _torchvision, "dali_plain": _dali_plain,
+           "mixtrain_off": lambda r, s, d: _mixtrain(r, s, d, False),
+           "mixtrain_k4": lambda r, s, d: _mixtrain(r, s, d, True)}
+
+
+def _check_batch(name, images, dev, s):
+    """Same output from every loader: a float (B, 3, S, S) batch on the training device."""
+    size = s["image_size"]
+    ok = (images.dim() == 4 and tuple(images.shape[1:]) == (3, size, size)
+          and images.dtype.is_floating_point and images.device.type == dev.type)
+    if not ok:
+        raise RuntimeError(f"{name}: got a {tuple(images.shape)} {images.dtype} batch on {images.device}, "
+                           f"expected (B, 3, {size}, {size}) float on {dev.type}")
+
+
+def one_pass(epoch, dev, sync, check) -> dict:
+    """Time one pass; every batch is touched on the device without a host sync."""
+    import torch
+
+    touch = torch.zeros((), device=dev)
+    source = outputs = batches = 0
+    sync()
+    start = time.perf_counter()
+    for images, labels, n in epoch():
+        if not batches:
+            check(images)  # metadata only: no sync
+        touch += images[-1, 0, 0, 0]  # the batch's last image: all of it has been produced
+        source += n
+        outputs += len(images)
+        batches += 1
+    sync()
+    elapsed = time.perf_counter() - start
+    if not torch.isfinite(touch).item():
+        raise RuntimeError("non-finite values in the output")
+    return {"time_s": elapsed, "source_images": source, "outputs": outputs, "batches": batches}
+
+
+def measure(name, root, s, dev, progress: bool) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    epoch, stats = LOADERS[name](root, s, dev)
+    setup = time.perf_counter() - t0
+    runs = []
+    total = s["warmup"] + s["repeats"]
+    for i in tqdm(range(total), desc=f"{name:>12}", disable=not progress, leave=False):
+        r = one_pass(epoch, dev, sync, lambda images: _check_batch(name, images, dev, s))
+        if r["source_images"] != s["n"]:
+            raise RuntimeError(f"{name}: a pass delivered {r['source_images']} of {s['n']} images")
+        if i >= s["warmup"]:
+            runs.append(r)
+    plan_stats = stats()
+    times = [r["time_s"] for r in runs]
+    med = common.median(times)
+    out = {
+        "label": VARIANTS[name],
+        "images_per_s": s["n"] / med,
+        "images_per_s_runs": [s["n"] / t for t in times],
+        "outputs_per_s": runs[0]["outputs"] / med,
+        "time_s_median": med, "time_s_runs": times,
+        "source_images": runs[0]["source_images"], "outputs": runs[0]["outputs"],
+        "batches": runs[0]["batches"], "setup_s": setup,
+    }
+    if plan_stats:
+        out["ideal_speedup"] = plan_stats.get("ideal_speedup")
+        out["mixed_samples"] = plan_stats.get("mixed_samples")
+        out["composites"] = runs[0]["outputs"]
+        out["composites_per_s"] = out["outputs_per_s"]
+    return out
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    import torch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(argv)
+    device = common.resolve_device(args.device)
+    torch_threads = common.set_torch_threads(args)
+    s = settings_from(args, device)
+    s["torch_threads"] = torch_threads
+    dev = torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else torch.device("cpu")
+    out = common.out_dir(args)
+    machine, when = common.machine_info(), common.now()
+    command = common.command_line(NAME, argv)
+    root = common.benchmark_jpegs(common.data_dir(args), s["n"], s["size_range"], s["quality"],
+                                  progress=not args.no_progress)
+
+    variants = {}
+    for name in s["variants"]:  # torchvision first: its workers fork before DALI starts threads
+        print(f"timing {name}: {VARIANTS[name]} ...", flush=True)
+        variants[name] = measure(name, root, s, dev, progress=not args.no_progress)
+        gc.collect()  # the loader's workers and pipelines go before the next one is timed
+
+    ref = variants.get("torchvision")
+    for v in variants.values():
+        v["vs_torchvision"] = v["images_per_s"] / ref["images_per_s"] if ref else None
+
+    result = {"benchmark": NAME, "title": "Loader throughput", "date": when, "command": command,
+              "argv": argv, "process_command": " ".join(sys.argv), "machine": machine,
+              "settings": s, "data": str(root), "variants": variants}
+    table = _table(variants)
+    summary = "source images/s: " + ", ".join(
+        f"{VARIANTS[k]} {v['images_per_s']:.0f}"
+        + (f" ({v['vs_torchvision']:.2f}x)" if ref and k != "torchvision" else "")
+        for k, v in variants.items())
+    md = common.header(
+        f"Loader throughput, {device.upper()}" + (" (quick)" if s["quick"] else ""),
+        f"images/s delivered to the training device ({device}), median of {s['repeats']} passes over "
+        f"{s['n']} JPEGs of {s['size_range'][0]}-{s['size_range'][1]} px (quality {s['quality']}), "
+        f"RandomResizedCrop {s['image_size']} + flip + normalise, batch {s['batch_size']}, "
+        f"{s['dali_threads']} DALI threads / {s['workers']} DataLoader workers",
+        machine, when, command,
+        result=summary)
+    md += table + "\n\n" + _notes(s)
+    stem = common.stem(NAME, device, s["quick"])
+    paths = common.write_results(out, stem, result, md)
+    names = list(variants)
+    common.bar_plot(out / f"{stem}.png", [VARIANTS[n] for n in names],
+                    [variants[n]["images_per_s"] for n in names],
+                    [min(variants[n]["images_per_s_runs"]) for n in names],
+                    [max(variants[n]["images_per_s_runs"]) for n in names],
+                    f"Loader throughput on {device} ({s['image_size']} px, batch {s['batch_size']})",
+                    "source images / s (median, min-max)")
+    print(f"\nwrote {paths['json']}, {paths['md']}, {out / (stem + '.png')}")
+    print(f"\n{table}")
+    return result
+
+
+def _table(variants: dict) -> str:
+    rows = []
+    for v in variants.values():
+        ips = v["images_per_s_runs"]
+        rows.append([v["label"], f"{v['images_per_s']:.1f}", f"{min(ips):.1f}-{max(ips):.1f}",
+                     f"{v['outputs_per_s']:.1f}", f"{v['time_s_median']:.2f}", v["batches"],
+                     "-" if v["vs_torchvision"] is None else f"{v['vs_torchvision']:.2f}x"])
+    return common.markdown_table(
+        ["loader", "source images/s (median)", "min-max", "model inputs/s", "s per pass", "batches",
+         "vs torchvision"], rows)
+
+
+def _notes(s: dict) -> str:
+    m = s["mix"]
+    return "\n".join([
+        "Notes:",
+        "- source images/s = JPEGs decoded and delivered per second; model inputs/s = tensors the "
+        "model sees (with mixing, composites of up to k images each).",
+        f"- MixTrain k=4: MixConfig(enabled=True, k={m['k']}, fraction={m['fraction']}, selection="
+        f"{m['selection']!r}, warmup_epochs=0, final_full_fraction=0, gamma=0, self_correct=False); "
+        "every pass mixes.",
+        "- Each pass includes what the loader does once per epoch (our TrainLoader plans and builds "
+        "its DALI pipeline per epoch); warm-up passes and the first batch are not timed.",
+        "- DataLoader workers are persistent; memory is pinned only with a GPU.",
+    ]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_script(main))

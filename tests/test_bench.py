@@ -1,0 +1,146 @@
+"""`mixtrain bench`: the entry point finds benchmarks/, and each benchmark's --quick run
+writes its JSON, Markdown table and PNG with every variant and sane numbers."""
+
+import json
+import math
+
+import pytest
+
+from mixtrain_dali import bench
+from mixtrain_dali.cli import main
+from mixtrain_dali.errors import UserError
+
+
+def _bench(tmp_path, name, *extra):
+    out = tmp_path / "out"
+    rc = main(["bench", name, "--quick", "--device", "cpu", "--out-dir", str(out),
+               "--data-dir", str(tmp_path / "data"), "--no-progress", *extra])
+    assert rc == 0
+    return out
+
+
+def _outputs(out, stem):
+    for ext in ("json", "md", "png"):
+        assert (out / f"{stem}.{ext}").stat().st_size > 0, ext
+    result = json.loads((out / f"{stem}.json").read_text())
+    machine = result["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["versions"]["dali"]
+    assert result["command"].startswith("mixtrain bench ") and "--quick" in result["command"]
+    assert result["settings"]["quick"] is True and result["settings"]["device"] == "cpu"
+    md = (out / f"{stem}.md").read_text()
+    assert md.startswith("# ") and "**Command:**" in md and "| --- |" in md
+    return result
+
+
+def _positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+# -- entry point ----------------------------------------------------------------------------
+def test_bench_finds_the_checkout_benchmarks_folder():
+    assert (bench.benchmarks_dir() / "common.py").is_file()
+    for name in bench.BENCHMARKS:
+        assert callable(bench.load_benchmark(name).main)
+
+
+def test_bench_without_benchmarks_folder_is_a_one_line_user_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "benchmarks_dir", lambda: tmp_path / "nowhere")
+    with pytest.raises(UserError, match="source checkout"):
+        bench.load_benchmark("loader")
+    assert main(["bench", "loader", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixtrain: error:") and err.count("\n") == 1
+
+
+def test_bench_rejects_an_unknown_benchmark_and_bad_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "nonsense"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "loader", "--no-such-flag"])
+    assert e.value.code == 2
+    assert "mixtrain bench loader: error" in capsys.readouterr().err
+
+
+def test_quick_never_writes_to_the_committed_results_by_default():
+    common = bench.load_benchmark("loader").common
+    args = bench.load_benchmark("loader").build_parser().parse_args(["--quick"])
+    assert common.out_dir(args) != common.RESULTS_DIR
+    assert common.stem("loader_throughput", "cpu", True) == "loader_throughput_cpu_quick"
+    assert common.stem("loader_throughput", "gpu", False) == "loader_throughput_gpu"
+
+
+def test_spread_and_median():
+    common = bench.load_benchmark("loader").common
+    assert common.median([3, 1, 2]) == 2 and common.median([4, 1, 2, 3]) == 2.5
+    s = common.spread([1.0, 2.0, 3.0])
+    assert (s["mean"], s["std"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 1.0, 3.0, 3)
+    assert common.spread([5.0])["std"] == 0.0
+
+
+def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
+    from mixtrain_dali.config import Config
+    from mixtrain_dali.demo import DEMO_RECIPE
+
+    acc = bench.load_benchmark("accuracy")
+    base = acc.base_recipe(acc.build_parser().parse_args([]), "cpu")
+    assert base["train"] == DEMO_RECIPE["train"] and base["mix"] == DEMO_RECIPE["mix"]
+    c = {k: Config.from_dict(v) for k, v in acc.method_recipes(base, 1.6).items()}
+    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == 8
+    assert c["baseline_short"].train.epochs == 5 and not c["baseline_short"].mix.enabled
+    b = c["mixtrain"].mix
+    assert (b.enabled, b.k, b.target_speedup, b.selection, b.gamma, b.self_correct) == \
+        (True, 4, 1.6, "loss", 1.0, True)
+    assert c["mixtrain"].train.region_pooling
+    d = c["naive_mix"]
+    assert (d.mix.selection, d.mix.gamma, d.mix.self_correct, d.train.region_pooling) == \
+        ("random", 0.0, False, False)
+    assert c["prune"].mix.method == "prune" and c["prune"].mix.target_speedup == 1.6
+    assert c["mixtrain_gamma0"].mix.gamma == 0.0 and c["mixtrain_gamma0"].mix.selection == "loss"
+    assert c["mixtrain_random"].mix.selection == "random" and c["mixtrain_random"].mix.gamma == 1.0
+    for cfg in c.values():  # everything else is the demo's
+        assert cfg.data == c["baseline"].data and cfg.train.lr == c["baseline"].train.lr
+
+
+# -- the quick runs -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_loader_quick_times_every_loader(tmp_path):
+    result = _outputs(_bench(tmp_path, "loader"), "loader_throughput_cpu_quick")
+    variants = result["variants"]
+    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", "mixtrain_k4"}
+    n = result["settings"]["n"]
+    for v in variants.values():
+        assert _positive(v["images_per_s"]) and _positive(v["outputs_per_s"])
+        assert len(v["time_s_runs"]) == result["settings"]["repeats"]
+        assert v["source_images"] == n
+    mixed = variants["mixtrain_k4"]
+    assert mixed["composites"] < n and mixed["mixed_samples"] > 0 and mixed["ideal_speedup"] > 1
+    assert variants["mixtrain_off"]["outputs"] == n
+
+
+@pytest.mark.slow
+def test_speedup_quick_compares_every_budget_with_the_baseline(tmp_path):
+    result = _outputs(_bench(tmp_path, "speedup"), "train_speedup_cpu_quick")
+    assert set(result["runs"]) == {"baseline", "mixtrain_x1.3", "mixtrain_x1.6", "mixtrain_x2"}
+    for name, c in result["comparisons"].items():
+        assert c["repeats"][0]["mixing_epochs"], name
+        assert _positive(c["measured"]) and c["ideal"] > 1 and _positive(c["efficiency"])
+        assert c["repeats"][0]["mixtrain_steps"] < c["repeats"][0]["baseline_steps"]
+    for epochs in result["runs"]["baseline"]["epochs"]:
+        assert all(_positive(r["epoch_time_s"]) for r in epochs)
+
+
+@pytest.mark.slow
+def test_accuracy_quick_runs_every_method_on_every_seed(tmp_path):
+    result = _outputs(_bench(tmp_path, "accuracy"), "accuracy_budget_cpu_quick")
+    methods = result["methods"]
+    assert set(methods) == {"baseline", "mixtrain", "baseline_short", "naive_mix", "prune",
+                            "mixtrain_gamma0", "mixtrain_random"}
+    seeds = result["settings"]["seeds"]
+    for name, m in methods.items():
+        s = m["summary"]
+        assert [r["seed"] for r in m["runs"]] == seeds, name
+        assert 0 <= s["val_top1"]["min"] <= s["val_top1"]["mean"] <= s["val_top1"]["max"] <= 100
+        assert _positive(s["train_time_s"]["mean"]) and s["train_time_s"]["std"] >= 0
+    assert methods["baseline_short"]["summary"]["epochs"] < methods["baseline"]["summary"]["epochs"]
+    assert len(result["goals"]) == 4 and all(isinstance(g["met"], bool) for g in result["goals"])
