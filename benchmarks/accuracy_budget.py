@@ -41,6 +41,7 @@ METHODS = {
     "prune": "e. InfoBatch-style pruning xS",
     "mixtrain_gamma0": "f1. MixTrain, gamma=0",
     "mixtrain_random": "f2. MixTrain, random selection",
+    "mixtrain_k2": "f3. MixTrain, k=2 (same S: more samples mixed, half-area tiles)",
 }
 TOLERANCE = 0.5  # points of top-1: b within this of a
 QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1]}
@@ -52,11 +53,11 @@ def build_parser(prog: str | None = None):
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="training seeds, one run of every method each (default 0 1 2; 0 1 with --quick)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="E (default the demo recipe's 8; 3 with --quick)")
+                   help="E (default the demo recipe's epochs; 3 with --quick)")
     p.add_argument("--speedup", type=float, default=1.6, help="target speedup S of b, d, e, f (default 1.6)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                    help="which methods to run (default all)")
-    p.add_argument("--arch", default=None, help="torchvision model (default the demo's resnet18)")
+    p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -101,6 +102,7 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "prune": with_({**mix, "method": "prune"}),
         "mixtrain_gamma0": with_({**mix, "gamma": 0.0}),
         "mixtrain_random": with_({**mix, "selection": "random"}),
+        "mixtrain_k2": with_({**mix, "k": 2}),
     }
 
 

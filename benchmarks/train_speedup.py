@@ -43,7 +43,7 @@ def build_parser(prog: str | None = None):
     p.add_argument("--k", type=int, default=4, help="constituents per composite (default 4)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per run (default 5: 1 warm-up, 3 mixing, 1 final; 3 with --quick)")
-    p.add_argument("--arch", default=None, help="torchvision model (default the demo's resnet18)")
+    p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
     p.add_argument("--batch-size", type=int, default=None,

@@ -22,7 +22,7 @@ QUICK_DATA = {"classes": 4, "train_per_class": 24, "val_per_class": 8, "seed": 0
 # pipelines/demo.toml holds the same values (tests/test_recipes.py checks it)
 DEMO_RECIPE = {
     "data": {"image_size": 64, "batch_size": 32, "scale": [0.35, 1.0], "threads": 2},
-    "train": {"arch": "resnet18", "epochs": 8, "lr": 0.4, "warmup_epochs": 1.0,
+    "train": {"arch": "small_cnn", "epochs": 15, "lr": 0.8, "warmup_epochs": 1.0,
               "label_smoothing": 0.1, "seed": 0, "out": "runs/demo"},
     "mix": {"enabled": True, "k": 4, "target_speedup": 1.6, "warmup_epochs": 1,
             "final_full_fraction": 0.125},

@@ -123,6 +123,8 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     rows: list[dict] = []
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(CHECKPOINT + ".tmp*"):  # left by a kill during a save
+            stale.unlink()
         config.save(out_dir / "config.toml")
         rows = _read_metrics(out_dir / METRICS, below_epoch=start_epoch)
         _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks

@@ -86,8 +86,9 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     base = acc.base_recipe(acc.build_parser().parse_args([]), "cpu")
     assert base["train"] == DEMO_RECIPE["train"] and base["mix"] == DEMO_RECIPE["mix"]
     c = {k: Config.from_dict(v) for k, v in acc.method_recipes(base, 1.6).items()}
-    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == 8
-    assert c["baseline_short"].train.epochs == 5 and not c["baseline_short"].mix.enabled
+    epochs = DEMO_RECIPE["train"]["epochs"]
+    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == epochs
+    assert c["baseline_short"].train.epochs == round(epochs / 1.6) and not c["baseline_short"].mix.enabled
     b = c["mixtrain"].mix
     assert (b.enabled, b.k, b.target_speedup, b.selection, b.gamma, b.self_correct) == \
         (True, 4, 1.6, "loss", 1.0, True)
@@ -98,6 +99,7 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     assert c["prune"].mix.method == "prune" and c["prune"].mix.target_speedup == 1.6
     assert c["mixtrain_gamma0"].mix.gamma == 0.0 and c["mixtrain_gamma0"].mix.selection == "loss"
     assert c["mixtrain_random"].mix.selection == "random" and c["mixtrain_random"].mix.gamma == 1.0
+    assert c["mixtrain_k2"].mix.k == 2 and c["mixtrain_k2"].mix.target_speedup == 1.6
     for cfg in c.values():  # everything else is the demo's
         assert cfg.data == c["baseline"].data and cfg.train.lr == c["baseline"].train.lr
 
@@ -135,7 +137,7 @@ def test_accuracy_quick_runs_every_method_on_every_seed(tmp_path):
     result = _outputs(_bench(tmp_path, "accuracy"), "accuracy_budget_cpu_quick")
     methods = result["methods"]
     assert set(methods) == {"baseline", "mixtrain", "baseline_short", "naive_mix", "prune",
-                            "mixtrain_gamma0", "mixtrain_random"}
+                            "mixtrain_gamma0", "mixtrain_random", "mixtrain_k2"}
     seeds = result["settings"]["seeds"]
     for name, m in methods.items():
         s = m["summary"]

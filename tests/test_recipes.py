@@ -50,3 +50,17 @@ def test_cifar_stem_keeps_a_4x4_map_at_32px():
     m = model
     feats = m.layer4(m.layer3(m.layer2(m.layer1(m.maxpool(m.relu(m.bn1(m.conv1(x))))))))
     assert feats.shape[-2:] == (4, 4)
+
+
+def test_small_cnn_region_pools_and_matches_itself_for_a_full_box():
+    import torch
+
+    from mixtrain_dali.nn import adapt_model, model_family
+
+    model = adapt_model(build_model("small_cnn", 7)).eval()
+    assert model_family(model) == "small_cnn"
+    x = torch.randn(2, 3, 64, 64)
+    full = torch.tensor([[[0, 0, 64, 64], [0, 0, 0, 0]]] * 2, dtype=torch.float32)
+    out = model(x, full)
+    assert out.shape == (2, 2, 7)
+    torch.testing.assert_close(out[:, 0], model(x), rtol=1e-5, atol=1e-5)
