@@ -41,7 +41,7 @@ METHODS = {
     "prune": "e. InfoBatch-style pruning xS",
     "mixtrain_gamma0": "f1. MixTrain, gamma=0",
     "mixtrain_random": "f2. MixTrain, random selection",
-    "mixtrain_k2": "f3. MixTrain, k=2 (same S: more samples mixed, half-area tiles)",
+    "mixtrain_k2": "f3. MixTrain, k=2 at target S (half-area tiles; the candidates may cap S)",
 }
 TOLERANCE = 0.5  # points of top-1: b within this of a
 QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1]}

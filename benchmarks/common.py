@@ -29,7 +29,7 @@ QUICK_OUT = Path(tempfile.gettempdir()) / "mixtrain-bench-quick"
 
 # the command a user types for each script (recorded in the results)
 COMMANDS = {"loader_throughput": "mixtrain bench loader", "train_speedup": "mixtrain bench speedup",
-            "accuracy_budget": "mixtrain bench accuracy"}
+            "accuracy_budget": "mixtrain bench accuracy", "demo": "mixtrain bench demo"}
 
 
 # -- command line -------------------------------------------------------------------------

@@ -33,21 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mixtrain_dali.config import MixConfig
-from mixtrain_dali.controller import MixController
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+import common  # noqa: E402  (benchmarks/common.py)
+from mixtrain_dali.config import MixConfig  # noqa: E402
+from mixtrain_dali.controller import MixController  # noqa: E402
 
 GOAL_MS = 200.0
 CANVAS = (224, 224)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine() -> dict:
@@ -59,7 +56,7 @@ def machine() -> dict:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
-    return {"platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
+    return {"platform": platform.platform(), "cpu": common.cpu_model(), "cores": os.cpu_count(),
             "usable_cores": usable, "load_average_1_5_15min": load,
             "python": platform.python_version(), "numpy": np.__version__}
 
@@ -138,8 +135,8 @@ def profile_lines(result: dict) -> list[str]:
     return lines + ["", "## Timings", ""]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1_281_167, help="samples (default: ImageNet train)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per variant")
     p.add_argument("--k", type=int, default=4, help="largest k; mixing variants k = 2 .. K")

@@ -18,6 +18,8 @@ BENCHMARKS = {
     "loader": "loader_throughput.py",
     "speedup": "train_speedup.py",
     "accuracy": "accuracy_budget.py",
+    "plan": "plan_speed.py",
+    "demo": "demo_record.py",
 }
 
 

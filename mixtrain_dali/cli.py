@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("bench", help="run a benchmark of the checkout's benchmarks/ (JSON, table, plots)")
-    p.add_argument("benchmark", choices=["loader", "speedup", "accuracy"],
+    p.add_argument("benchmark", choices=["loader", "speedup", "accuracy", "plan", "demo"],
                    help="loader: throughput vs torchvision/DALI; speedup: epoch time vs ideal; "
                         "accuracy: top-1 at equal budget")
     p.add_argument("args", nargs=argparse.REMAINDER,

@@ -123,7 +123,7 @@ class MixController:
 
         order = rng.permutation(n_comp)
         members = np.take(members, order, axis=0)  # np.take: several times faster than fancy indexing here
-        flips = (rng.random((n_comp, k)) < 0.5) & (members >= 0)
+        flips = rng.integers(0, 2, size=(n_comp, k), dtype=np.uint8) * (members >= 0)
         plan = EpochPlan(epoch, self.canvas, members, np.take(all_boxes, order, axis=0),
                          np.take(all_shares, order, axis=0), flips.astype(np.uint8))
         target = ideal_speedup(k, f)
@@ -197,9 +197,14 @@ def _clip_shares(shares: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """
     s = np.asarray(shares, np.float64)
     s = s / s.sum(1, keepdims=True)
-    inside = ((s >= lo) & (s <= hi)).all(1)
-    if inside.all():
-        return s
+    out = s.copy()
+    outside = ~((s >= lo) & (s <= hi)).all(1)
+    if outside.any():
+        out[outside] = _clip_rows(s[outside], lo, hi)  # only the rows that need it: the costly part
+    return out
+
+
+def _clip_rows(s: np.ndarray, lo: float, hi: float) -> np.ndarray:
     breaks = np.concatenate([lo / s, hi / s], axis=1)                   # (n, 2k)
     f = np.clip(breaks[:, :, None] * s[:, None, :], lo, hi).sum(2)     # f at every breakpoint
     below = np.where(f <= 1.0, breaks, -np.inf).max(1)
@@ -208,6 +213,4 @@ def _clip_shares(shares: np.ndarray, lo: float, hi: float) -> np.ndarray:
     f_hi = np.clip(above[:, None] * s, lo, hi).sum(1)
     span = f_hi - f_lo
     c = np.where(span > 0, below + (1.0 - f_lo) * (above - below) / np.where(span > 0, span, 1.0), below)
-    out = np.clip(c[:, None] * s, lo, hi)
-    out[inside] = s[inside]
-    return out
+    return np.clip(c[:, None] * s, lo, hi)

@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config
 from .report import comparison_table, plot_runs, summarize
 from .synthetic import make_synthetic, synthetic_is_complete
 from .train import train

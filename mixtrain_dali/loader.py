@@ -53,6 +53,15 @@ class MixBatch:
         return self.images.shape[0]
 
 
+def _devices(device: str, torch_device) -> tuple[str, int | None, torch.device]:
+    """DALI's device ('gpu' | 'cpu'), its CUDA index, and the torch device batches land on
+    (the same GPU by default)."""
+    dali_device, device_id = resolve_device(device)
+    if torch_device is None:
+        torch_device = f"cuda:{device_id}" if dali_device == "gpu" else "cpu"
+    return dali_device, device_id, torch.device(torch_device)
+
+
 def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is not None and world_size is not None:
         return rank, world_size
@@ -91,10 +100,7 @@ class TrainLoader:
         self.mix = mix if mix is not None else MixConfig(enabled=False)
         self.seed = int(seed)
         self.rank, self.world_size = _dist_info(rank, world_size)
-        self.dali_device, self.device_id = resolve_device(device)
-        if torch_device is None:
-            torch_device = f"cuda:{self.device_id}" if self.dali_device == "gpu" else "cpu"
-        self.torch_device = torch.device(torch_device)
+        self.dali_device, self.device_id, self.torch_device = _devices(device, torch_device)
         n = len(self.index)
         self.controller = MixController(self.mix, n, (image_size, image_size), seed=self.seed, epochs=epochs)
         self.mixing = self.mix.active        # MixBatch out, losses recorded
@@ -382,10 +388,7 @@ class ValLoader:
             raise UserError(f"val classes in {str(self.index.root)!r} differ from the train classes "
                             f"({len(self.index.classes)} vs {len(classes)})")
         self.rank, self.world_size = _dist_info(rank, world_size)
-        self.dali_device, self.device_id = resolve_device(device)
-        if torch_device is None:
-            torch_device = f"cuda:{self.device_id}" if self.dali_device == "gpu" else "cpu"
-        self.torch_device = torch.device(torch_device)
+        self.dali_device, self.device_id, self.torch_device = _devices(device, torch_device)
         n = len(self.index)
         lo, hi = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
         self._files: list[str] = list(self.index.paths[lo:hi])

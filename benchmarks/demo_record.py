@@ -1,0 +1,74 @@
+"""The demo's side-by-side table, recorded: `mixtrain demo` run once, its summary written
+with the machine, versions, command and date to benchmarks/results/demo_<device>.{json,md,png}.
+
+The README's demo table is copied from that file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+import common  # noqa: E402  (benchmarks/common.py)
+
+NAME = "demo"
+
+
+def build_parser(prog: str | None = None):
+    p = common.Parser(prog=prog, description=__doc__.split("\n\n")[0])
+    common.add_common_args(p)
+    p.add_argument("--epochs", type=int, default=None, help="override the demo recipe's epochs")
+    return p
+
+
+def main(argv: list[str], prog: str | None = None) -> dict:
+    from mixtrain_dali.demo import demo_configs, run_demo
+
+    args = build_parser(prog).parse_args(argv)
+    device = common.resolve_device(args.device)
+    if device != "cpu":
+        print("note: the demo trains on whatever device there is (auto)", flush=True)
+    common.set_torch_threads(args)
+    machine, when = common.machine_info(), common.now()
+    runs_dir = Path(tempfile.mkdtemp(prefix="mixtrain-demo-"))
+    data = common.data_dir(args) / ("demo-quick" if args.quick else "demo")
+    start = time.perf_counter()
+    try:
+        summary = run_demo(data=str(data), out=str(runs_dir), epochs=args.epochs, quick=args.quick,
+                           progress=not args.no_progress)
+        table = (runs_dir / "summary.md").read_text()
+        out = common.out_dir(args)
+        stem = common.stem(NAME, device, args.quick)
+        shutil.copy(runs_dir / "demo.png", out / f"{stem}.png")
+    finally:
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    recipe = demo_configs(args.epochs, args.quick)["mixtrain"].to_dict()
+    command = common.command_line(NAME, argv)
+    result = {"name": NAME, "command": command, "date": when, "machine": machine,
+              "recipe": recipe, "summary": summary, "total_time_s": time.perf_counter() - start}
+    base, mix = summary["baseline"], summary["mixtrain"]
+    headline = (f"MixTrain {base['wall_time_s'] / mix['wall_time_s']:.2f}x faster "
+                f"({base['steps']} -> {mix['steps']} steps), val top-1 {base['val_top1']:.1f}% -> "
+                f"{mix['val_top1']:.1f}%")
+    md = common.header("Demo: baseline vs MixTrain on the synthetic dataset",
+                       f"`mixtrain demo`: {recipe['train']['arch']} at {recipe['data']['image_size']} px, "
+                       f"{recipe['train']['epochs']} epochs, batch {recipe['data']['batch_size']}, "
+                       f"MixTrain k={recipe['mix']['k']} at target x{recipe['mix']['target_speedup']}; "
+                       "wall time = the sum of the epochs' training-loop times",
+                       machine, when, command, headline)
+    md += table + "\n\nIdeal speedup of each MixTrain epoch's plan: " + ", ".join(
+        f"{s:.2f}" for s in summary["ideal_speedup_per_epoch"]) + "\n"
+    common.write_results(out, stem, result, md)
+    print(md)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(common.run_script(main))
