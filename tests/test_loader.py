@@ -13,19 +13,21 @@ from mixtrain_dali.errors import UserError
 from mixtrain_dali.loader import MixBatch, TrainLoader, ValLoader
 
 N = 21  # conftest.colour_folder: 3 classes x 7
+DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]  # gpu: DALI's mixed decoder
 
 
 def _epoch_ids(loader):
     ids, labels, sizes = [], [], []
     for images, y in loader:
         ids.append(identify(images, N))
-        labels.append(y.numpy())
+        labels.append(y.cpu().numpy())
         sizes.append(len(y))
     return np.concatenate(ids), np.concatenate(labels), sizes
 
 
-def test_every_sample_exactly_once_per_epoch_with_its_label(colour_folder):
-    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=3, threads=2)
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_sample_exactly_once_per_epoch_with_its_label(colour_folder, device):
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=3, threads=2, device=device)
     for _ in range(2):
         expected_batches = len(loader)
         ids, labels, sizes = _epoch_ids(loader)
@@ -71,24 +73,27 @@ def test_leaving_an_epoch_early_does_not_leak_into_the_next(colour_folder):
     assert loader.epoch == 2
 
 
-def test_mixed_epoch_covers_every_sample_once_and_tiles_show_their_sample(colour_folder):
+@pytest.mark.parametrize("device", DEVICES)
+def test_mixed_epoch_covers_every_sample_once_and_tiles_show_their_sample(colour_folder, device):
     mix = MixConfig(enabled=True, k=3, fraction=0.6, selection="random", warmup_epochs=0,
                     final_full_fraction=0.0, gamma=0.0, self_correct=False)
-    loader = TrainLoader(colour_folder, batch_size=4, image_size=48, mix=mix, seed=0, threads=2)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=48, mix=mix, seed=0, threads=2,
+                         device=device)
     loader.losses[:-1] = 1.0  # every sample "seen", so the first epoch mixes
     seen = []
     for batch in loader:
         assert isinstance(batch, MixBatch)
-        ids, mask = batch.sample_ids.numpy(), batch.mask.numpy()
+        assert batch.images.device == batch.sample_ids.device == loader.torch_device
+        ids, mask = batch.sample_ids.cpu().numpy(), batch.mask.cpu().numpy()
         seen.extend(ids[mask].tolist())
         assert batch.n_samples == mask.sum()
-        np.testing.assert_array_equal(batch.labels.numpy()[mask], loader.index.labels[ids[mask]])
-        images = batch.images.numpy()
+        np.testing.assert_array_equal(batch.labels.cpu().numpy()[mask], loader.index.labels[ids[mask]])
+        images = batch.images.cpu().numpy()
         for b, j in zip(*np.nonzero(mask)):
             y, x, h, w = batch.boxes[b, j].int().tolist()
             tile = torch.from_numpy(images[b:b + 1, :, y + 1:y + h - 1, x + 1:x + w - 1])
             assert identify(tile, N)[0] == ids[b, j]
-        loader.record(batch, torch.rand(mask.shape))
+        loader.record(batch, torch.rand(mask.shape, device=loader.torch_device))
     assert sorted(seen) == list(range(N))
     plan_stats = loader.controller.plan(0, np.ones(N, np.float32)).stats
     assert plan_stats["mixed_samples"] == 12  # round(0.6 * 21) -> groups of 3
@@ -161,21 +166,25 @@ def photo_like_jpegs(tmp_path_factory):
 # crop offsets: rounding-level differences only.
 VAL_MAX_ABS = 2.0 / 255 / 0.225   # at most 2 grey levels on any pixel (normalised units)
 VAL_MEAN_ABS = 0.5 / 255 / 0.225  # and half a grey level on average
+# GPU: nvJPEG's IDCT and upsampling differ from libjpeg's (which PIL uses) by a few levels
+VAL_TOLERANCE = {"cpu": (VAL_MAX_ABS, VAL_MEAN_ABS), "gpu": (8.0 / 255 / 0.225, 1.0 / 255 / 0.225)}
 
 
-def test_val_pipeline_matches_torchvision_resize_centercrop(photo_like_jpegs):
+@pytest.mark.parametrize("device", DEVICES)
+def test_val_pipeline_matches_torchvision_resize_centercrop(photo_like_jpegs, device):
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
     ref_ds = ImageFolder(str(photo_like_jpegs), T.Compose([
         T.Resize(256), T.CenterCrop(224), T.ToTensor(),
         T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])]))
-    loader = ValLoader(photo_like_jpegs, batch_size=4, image_size=224, threads=2)
-    got = torch.cat([x for x, _ in loader])
+    loader = ValLoader(photo_like_jpegs, batch_size=4, image_size=224, threads=2, device=device)
+    got = torch.cat([x.cpu() for x, _ in loader])
     ref = torch.stack([ref_ds[i][0] for i in range(len(ref_ds))])
     diff = (got - ref).abs()
-    assert diff.max() <= VAL_MAX_ABS, f"max abs diff {diff.max():.4f}"
-    assert diff.mean() <= VAL_MEAN_ABS, f"mean abs diff {diff.mean():.4f}"
+    max_abs, mean_abs = VAL_TOLERANCE[device]
+    assert diff.max() <= max_abs, f"max abs diff {diff.max():.4f}"
+    assert diff.mean() <= mean_abs, f"mean abs diff {diff.mean():.4f}"
 
 
 def test_val_sizes_scale_with_image_size(photo_like_jpegs):
