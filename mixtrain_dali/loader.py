@@ -151,7 +151,7 @@ class TrainLoader:
     def plan(self) -> EpochPlan:
         """The plan of the epoch about to be (or being) iterated; planned once per epoch."""
         if self._plan is None:
-            self._sync_losses()
+            self.sync_losses()
             self._sync_excluded()
             self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
             self._batches = self._plan.batches(self.data.batch_size, self.rank, self.world_size,
@@ -175,8 +175,9 @@ class TrainLoader:
         self.mixed.index_put_((ids,), in_composite)
         self._updated.index_fill_(0, ids, True)
 
-    def _sync_losses(self) -> None:
-        """Fold this epoch's recorded losses into the host table; all ranks end identical."""
+    def sync_losses(self) -> None:
+        """Fold the losses recorded since the last call into the host table (one all-reduce under
+        DDP, one device->host copy); all ranks end identical. Called when an epoch is planned."""
         losses, mixed, updated = self.losses, self.mixed, self._updated
         if self.world_size > 1 and torch.distributed.is_initialized():
             packed = torch.stack([torch.where(updated, losses, 0.0).nan_to_num(0.0),
@@ -217,7 +218,7 @@ class TrainLoader:
                     self._source.fed.pop(0)  # consumed: `fed` keeps what DALI still holds
                 comp = batches[i]
                 images = self._to_torch(out, len(comp))
-                yield self._make_batch(images, rows, i, len(comp))
+                yield self._make_batch(images, rows, i)
                 i += 1
         finally:
             self._source.start(None, [])
@@ -281,7 +282,7 @@ class TrainLoader:
     def _pipeline(self, restart: int | None = None):
         """A pipeline for this epoch, seeded from (seed, rank, epoch): a resumed run draws the
         same crops and flips as an uninterrupted one, and no prefetch leaks across epochs.
-        (Building costs a fraction of a second, once per epoch.) After a bad file, the epoch
+        (Building takes 5-15 ms on CPU, once per epoch.) After a bad file, the epoch
         goes on with a new pipeline from batch `restart`, seeded with it too."""
         self._pipe = None  # release the last epoch's buffers first
         d = self.data
@@ -315,7 +316,7 @@ class TrainLoader:
             "weights": None if plan.weights is None else torch.as_tensor(plan.weights[order], device=dev),
         }
 
-    def _make_batch(self, images: torch.Tensor, rows: dict, i: int, size: int):
+    def _make_batch(self, images: torch.Tensor, rows: dict, i: int):
         a, b = rows["offsets"][i], rows["offsets"][i + 1]
         if not self.mixing:
             return images, rows["labels"][a:b, 0]
@@ -341,7 +342,7 @@ class TrainLoader:
 
     # -- resume -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        self._sync_losses()
+        self.sync_losses()
         return {"epoch": self.epoch, "seed": self.seed, "losses": self.host_losses.copy(),
                 "mixed": self.host_mixed.copy(), "excluded": self.excluded.copy(),
                 "mix": dataclasses.asdict(self.mix), "data": self.index.fingerprint(),

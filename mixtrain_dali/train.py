@@ -193,7 +193,7 @@ def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epo
         torch.distributed.all_reduce(counts)
         seen, composites = (int(v) for v in counts.tolist())
     loss_mean = _global_mean(loss_sum, seen, loader.world_size)
-    loader._sync_losses()
+    loader.sync_losses()
     stats = plan.stats
     members = plan.members
     counts = (members >= 0).sum(1)
