@@ -334,8 +334,10 @@ class TrainLoader:
             feed_ndarray(tensor, buf, cuda_stream=torch.cuda.current_stream(self.torch_device))
             nhwc = buf[:n_heads]
         else:
-            # DALI reuses its buffers: copy the heads out
-            nhwc = torch.from_numpy(np.asarray(tensor)[:n_heads]).clone()
+            # DALI reuses its buffers: copy the heads out (numpy's copy: measured 4-6x faster
+            # than torch's clone for a 154 MB batch here, which made up most of the gap to
+            # plain DALI's iterator)
+            nhwc = torch.from_numpy(np.array(np.asarray(tensor)[:n_heads], copy=True))
             if self.torch_device.type != "cpu":
                 nhwc = nhwc.pin_memory().to(self.torch_device, non_blocking=True)
         return nhwc.permute(0, 3, 1, 2)
