@@ -130,7 +130,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks
 
     for epoch in range(start_epoch, t.epochs):
-        row = _train_epoch(net, model, loader, optimizer, config, epoch, base_lr, amp,
+        row = _train_epoch(net, loader, optimizer, config, epoch, base_lr, amp,
                            progress and rank == 0)
         if val_loader is not None:
             row.update(evaluate(model, val_loader, amp, world))
@@ -148,7 +148,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     return rows
 
 
-def _train_epoch(net, model, loader: TrainLoader, optimizer, config: Config, epoch: int,
+def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int,
                  base_lr: float, amp: bool, progress: bool) -> dict:
     from tqdm import tqdm
 
