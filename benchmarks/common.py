@@ -207,29 +207,21 @@ def spread(xs) -> dict:
 def benchmark_jpegs(cache: Path, n: int, size_range=(400, 500), quality: int = 90,
                     classes: int = 10, progress: bool = True) -> Path:
     """An ImageFolder of `n` ImageNet-sized JPEGs (`root/<class>/<i>.jpg`), generated once."""
-    from mixtrain_dali.synthetic import benchmark_jpegs_is_complete, make_benchmark_jpegs
+    from mixtrain_dali.synthetic import ensure_benchmark_jpegs
 
     root = cache / f"jpegs-n{n}-{size_range[0]}-{size_range[1]}-q{quality}-c{classes}"
-    kwargs = dict(n=n, size_range=tuple(size_range), quality=quality, classes=classes)
-    if benchmark_jpegs_is_complete(root, **kwargs):
-        print(f"using the cached benchmark JPEGs in {root}", flush=True)
-    else:
-        print(f"writing {n} benchmark JPEGs to {root} ...", flush=True)
-        make_benchmark_jpegs(root, progress=progress, **kwargs)
+    ensure_benchmark_jpegs(root, progress=progress, n=n, size_range=tuple(size_range),
+                           quality=quality, classes=classes)
     return root
 
 
 def synthetic_dataset(cache: Path, progress: bool = True, **kwargs) -> Path:
     """The embedded synthetic dataset (`root/{train,val}/<class>/...`), generated once."""
-    from mixtrain_dali.synthetic import make_synthetic, synthetic_is_complete
+    from mixtrain_dali.synthetic import ensure_synthetic
 
     name = "synthetic-" + "-".join(f"{v}" for v in kwargs.values()) if kwargs else "synthetic"
     root = cache / name
-    if synthetic_is_complete(root, **kwargs):
-        print(f"using the cached synthetic dataset in {root}", flush=True)
-    else:
-        print(f"writing the synthetic dataset to {root} ...", flush=True)
-        make_synthetic(root, progress=progress, **kwargs)
+    ensure_synthetic(root, progress=progress, **kwargs)
     return root
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import Config
 from .report import comparison_table, plot_runs, summarize
-from .synthetic import make_synthetic, synthetic_is_complete
+from .synthetic import ensure_synthetic
 from .train import train
 
 DEMO_DATA = {"classes": 10, "train_per_class": 100, "val_per_class": 25, "seed": 0}
@@ -45,11 +45,7 @@ def demo_configs(epochs: int | None = None, quick: bool = False) -> dict[str, Co
 def run_demo(data: str = "data/synthetic", out: str = "runs/demo", epochs: int | None = None,
              quick: bool = False, progress: bool = True) -> dict:
     data_kwargs = QUICK_DATA if quick else DEMO_DATA
-    if not synthetic_is_complete(data, **data_kwargs):
-        print(f"writing the synthetic dataset to {data} ...", flush=True)
-        make_synthetic(data, progress=progress, **data_kwargs)
-    else:
-        print(f"using the cached synthetic dataset in {data}", flush=True)
+    ensure_synthetic(data, progress=progress, **data_kwargs)
     out_dir = Path(out)
     runs = {}
     start = time.perf_counter()

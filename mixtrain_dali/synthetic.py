@@ -609,6 +609,24 @@ def benchmark_jpegs_is_complete(root, **same_kwargs) -> bool:
     return _read_marker(Path(root)) == _record("benchmark", args)
 
 
+def ensure_synthetic(root, progress: bool = True, **kwargs) -> Path:
+    """Reuse a finished :func:`make_synthetic` run in `root` with these arguments, else write it."""
+    if synthetic_is_complete(root, **kwargs):
+        print(f"using the cached synthetic dataset in {root}", flush=True)
+        return Path(root)
+    print(f"writing the synthetic dataset to {root} ...", flush=True)
+    return make_synthetic(root, progress=progress, **kwargs)
+
+
+def ensure_benchmark_jpegs(root, progress: bool = True, **kwargs) -> Path:
+    """Reuse a finished :func:`make_benchmark_jpegs` run in `root` with these arguments, else write it."""
+    if benchmark_jpegs_is_complete(root, **kwargs):
+        print(f"using the cached benchmark JPEGs in {root}", flush=True)
+        return Path(root)
+    print(f"writing {kwargs.get('n')} benchmark JPEGs to {root} ...", flush=True)
+    return make_benchmark_jpegs(root, progress=progress, **kwargs)
+
+
 if __name__ == "__main__":  # pragma: no cover - manual use
     if len(sys.argv) != 2:
         sys.exit("usage: python -m mixtrain_dali.synthetic OUTPUT_DIR")

@@ -237,3 +237,16 @@ def test_benchmark_invalid_arguments_raise_user_error(tmp_path, kwargs, bad):
     with pytest.raises(UserError) as info:
         make_benchmark_jpegs(tmp_path / "b", **{"n": 3, "progress": False, **kwargs})
     assert bad in str(info.value)
+
+
+def test_ensure_synthetic_reuses_a_finished_run_and_rewrites_on_other_arguments(tmp_path):
+    from mixtrain_dali.synthetic import ensure_synthetic
+
+    kw = dict(classes=2, train_per_class=2, val_per_class=1, min_size=32, max_size=48, workers=1)
+    root = ensure_synthetic(tmp_path / "d", progress=False, **kw)
+    first = {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")}
+    assert len(first) == 6
+    ensure_synthetic(root, progress=False, **kw)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.jpg")} == first
+    ensure_synthetic(root, progress=False, **{**kw, "seed": 1})
+    assert synthetic_is_complete(root, **{**kw, "seed": 1})
