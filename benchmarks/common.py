@@ -286,20 +286,15 @@ def fmt(x, digits: int = 1) -> str:
 
 # -- plots --------------------------------------------------------------------------------
 def _pyplot():
-    import matplotlib
+    from mixtrain_dali.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
+    from mixtrain_dali.report import save_figure
+
+    return save_figure(fig, path)
 
 
 def bar_plot(path: Path, labels: list[str], values: list[float], lo: list[float], hi: list[float],

@@ -8,6 +8,7 @@ import numpy as np
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, MixConfig
 from .loader import TrainLoader
+from .report import pyplot, save_figure
 
 
 def preview(data_root, out, k: int = 4, fraction: float = 0.75, batch_size: int = 16,
@@ -18,18 +19,17 @@ def preview(data_root, out, k: int = 4, fraction: float = 0.75, batch_size: int 
     The controller needs every sample's loss before it mixes; a preview has none, so it
     draws stand-in losses (uniform in [0, 2]) to show uneven, loss-driven area shares.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+    import torch
+
+    plt = pyplot()
 
     mix = MixConfig(enabled=True, k=k, fraction=fraction, selection="random", warmup_epochs=0,
                     final_full_fraction=0.0, gamma=gamma, self_correct=False)
     loader = TrainLoader(data_root, batch_size, image_size, mix=mix, seed=seed, device=device,
                          threads=threads, torch_device="cpu")
     rng = np.random.default_rng(seed)
-    loader.losses[:-1] = torch_from(rng.uniform(0, 2, loader.num_samples).astype(np.float32))
+    loader.losses[:-1] = torch.from_numpy(rng.uniform(0, 2, loader.num_samples).astype(np.float32))
     batch = next(iter(loader))
     images = batch.images.float().cpu().numpy().transpose(0, 2, 3, 1)
     images = np.clip(images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1)
@@ -50,15 +50,4 @@ def preview(data_root, out, k: int = 4, fraction: float = 0.75, batch_size: int 
                     fontsize=7, color="white", bbox=dict(facecolor=f"C{j}", alpha=0.75, pad=1, lw=0))
     fig.suptitle(f"one MixTrain batch: k <= {k}, {100 * fraction:.0f}% of samples mixed, "
                  f"{batch.n_samples} samples in {len(images)} inputs", fontsize=11)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
-
-
-def torch_from(a: np.ndarray):
-    import torch
-
-    return torch.from_numpy(a)
+    return save_figure(fig, out, dpi=100)

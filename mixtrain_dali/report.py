@@ -52,12 +52,29 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def plot_runs(runs: dict[str, list[dict]], out: str | Path, title: str | None = None) -> Path:
-    """Per-epoch curves of every run: val top-1, train loss, ideal and measured speedup."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, out: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a figure."""
+    out = Path(out)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    pyplot().close(fig)
+    return out
+
+
+def plot_runs(runs: dict[str, list[dict]], out: str | Path, title: str | None = None) -> Path:
+    """Per-epoch curves of every run: val top-1, train loss, ideal and measured speedup."""
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     base = next(iter(runs.values()))
@@ -81,9 +98,4 @@ def plot_runs(runs: dict[str, list[dict]], out: str | Path, title: str | None = 
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -150,3 +150,19 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mixtrain_dali.cli", "train", "--epochs", "x"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_preview_and_plot_write_pngs(small_data, tmp_path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "preview.png"
+    assert main(["preview", "--data", str(small_data / "train"), "--out", str(png), "--image-size", "64",
+                 "--batch-size", "4", "--device", "cpu"]) == 0
+    assert Image.open(png).size[0] > 200
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(small_data), "--epochs", "1", "--batch-size", "16",
+                 "--out", str(run), *FAST]) == 0
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 0
+    assert Image.open(tmp_path / "curves.png").size[0] > 200
+    assert main(["plot", str(tmp_path / "not-a-run")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
