@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     from mixtrain_dali.report import summarize
     from mixtrain_dali.train import train
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
-    device = common.resolve_device(args.device)
-    torch_threads = common.set_torch_threads(args)
+    argv, args, device, torch_threads = common.start(build_parser, argv, prog)
     seeds = args.seeds or (QUICK["seeds"] if args.quick else [0, 1, 2])
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {seeds} has duplicates")

@@ -71,6 +71,13 @@ def set_torch_threads(args) -> int:
     return torch.get_num_threads()
 
 
+def start(build_parser, argv: list[str] | None, prog: str | None):
+    """Every benchmark's first lines: (argv, parsed args, device 'cpu'|'gpu', torch threads)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(prog).parse_args(argv)
+    return argv, args, resolve_device(args.device), set_torch_threads(args)
+
+
 def out_dir(args) -> Path:
     path = Path(args.out_dir) if args.out_dir else (QUICK_OUT if args.quick else RESULTS_DIR)
     path.mkdir(parents=True, exist_ok=True)

@@ -28,14 +28,12 @@ def build_parser(prog: str | None = None):
     return p
 
 
-def main(argv: list[str], prog: str | None = None) -> dict:
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     from mixtrain_dali.demo import demo_configs, run_demo
 
-    args = build_parser(prog).parse_args(argv)
-    device = common.resolve_device(args.device)
+    argv, args, device, _ = common.start(build_parser, argv, prog)
     if device != "cpu":
         print("note: the demo trains on whatever device there is (auto)", flush=True)
-    common.set_torch_threads(args)
     machine, when = common.machine_info(), common.now()
     runs_dir = Path(tempfile.mkdtemp(prefix="mixtrain-demo-"))
     data = common.data_dir(args) / ("demo-quick" if args.quick else "demo")

@@ -265,10 +265,7 @@ def measure(name, root, s, dev, progress: bool) -> dict:
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     import torch
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
-    device = common.resolve_device(args.device)
-    torch_threads = common.set_torch_threads(args)
+    argv, args, device, torch_threads = common.start(build_parser, argv, prog)
     s = settings_from(args, device)
     s["torch_threads"] = torch_threads
     dev = torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else torch.device("cpu")

@@ -135,14 +135,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     from mixtrain_dali.errors import UserError
     from mixtrain_dali.train import train
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(prog).parse_args(argv)
+    argv, args, device, torch_threads = common.start(build_parser, argv, prog)
     if args.repeats < 1:
         raise UserError(f"--repeats={args.repeats} must be >= 1")
     if not args.budgets or any(b <= 1 for b in args.budgets) or len(set(args.budgets)) != len(args.budgets):
         raise UserError(f"--budgets {args.budgets}: need distinct budgets, each > 1")
-    device = common.resolve_device(args.device)
-    torch_threads = common.set_torch_threads(args)
     base = recipe(args, device)
     runs_cfg = configs(base, args.budgets)  # checks every value before any work
     if base["train"]["epochs"] < 3:
