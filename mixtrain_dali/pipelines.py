@@ -1,8 +1,8 @@
 """The DALI graphs (DESIGN.md, data flow step 3): read, decode, augment, paste, output.
 
-Train: external source (the host's plan) -> file read -> decode with random resized crop
-(`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> per-tile flip and
-normalise (one crop_mirror_normalize) -> multi_paste the tiles onto their composites.
+Train: external source (the host's plan and crop windows) -> file read -> decode the slot's
+window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> per-tile flip
+and normalise (one crop_mirror_normalize) -> multi_paste the tiles onto their composites.
 Without mixing every tile is the whole canvas and the paste is left out of the graph.
 Val: sharded file reader -> decode -> resize the shorter side -> center crop -> normalise,
 with torchvision's exact sizes and crop offsets.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import math as dmath
 
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError
@@ -40,19 +41,21 @@ def resolve_device(device: str = "auto") -> tuple[str, int | None]:
 
 
 @pipeline_def(enable_conditionals=False)
-def train_pipeline(source, device: str, image_size: int, scale, ratio, mixing: bool):
+def train_pipeline(source, device: str, image_size: int, mixing: bool):
     if mixing:
-        paths, flips, tile_hw, paste_ids, anchors = fn.external_source(
-            source=source, num_outputs=5, batch=True, parallel=False,
-            dtype=[types.UINT8, types.INT32, types.FLOAT, types.INT32, types.INT32])
+        paths, flips, windows, tile_hw, paste_ids, anchors = fn.external_source(
+            source=source, num_outputs=6, batch=True, parallel=False,
+            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32, types.INT32])
     else:
-        paths, flips = fn.external_source(source=source, num_outputs=2, batch=True, parallel=False,
-                                          dtype=[types.UINT8, types.INT32])
+        paths, flips, windows = fn.external_source(source=source, num_outputs=3, batch=True,
+                                                   parallel=False,
+                                                   dtype=[types.UINT8, types.INT32, types.FLOAT])
         tile_hw = [image_size, image_size]
     encoded = fn.io.file.read(paths)
-    images = fn.decoders.image_random_crop(
-        encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
-        random_area=list(scale), random_aspect_ratio=list(ratio), num_attempts=10)
+    start, shape = crop_window(encoded, windows)
+    images = fn.decoders.image_slice(
+        encoded, start, shape, axis_names="HW", device="mixed" if device == "gpu" else "cpu",
+        output_type=types.RGB, jpeg_fancy_upsampling=True)  # libjpeg's chroma upsampling, as PIL
     images = fn.resize(images, size=tile_hw, antialias=True, interp_type=types.INTERP_LINEAR)
     images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
                                       mean=_MEAN, std=_STD, mirror=flips)
@@ -60,6 +63,21 @@ def train_pipeline(source, device: str, image_size: int, scale, ratio, mixing: b
         images = fn.multi_paste(images, in_ids=paste_ids, out_anchors=anchors,
                                 output_size=[image_size, image_size])
     return images
+
+
+def crop_window(encoded, windows):
+    """Relative (start, shape), (y, x) each, of the host's crop windows (crops.CropPlanner:
+    [area, ratio, u_y, u_x]) on each file's image, from its header (CPU arithmetic only).
+    The window keeps its aspect ratio and shrinks until it fits; crops.relative_window is
+    the numpy twin."""
+    hw = fn.peek_image_shape(encoded, dtype=types.FLOAT)  # (H, W, C), EXIF-adjusted
+    h, w = hw[0], hw[1]
+    area, ratio, uy, ux = windows[0], windows[1], windows[2], windows[3]
+    rh = dmath.sqrt(area * w / (ratio * h))
+    rw = dmath.sqrt(area * ratio * h / w)
+    fit = dmath.max(dmath.max(rh, rw), 1.0)
+    rh, rw = rh / fit, rw / fit
+    return fn.stack(uy * (1.0 - rh), ux * (1.0 - rw)), fn.stack(rh, rw)
 
 
 @pipeline_def(enable_conditionals=False)

@@ -282,8 +282,8 @@ class BadFilesFound(RuntimeError):
 class CheckedPlanSource(PlanSource):
     """`PlanSource` that stats the files of every batch it hands to DALI (`FileWatch`)."""
 
-    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool, watch: FileWatch):
-        super().__init__(path_bytes, path_lens, mixing)
+    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool, crops, watch: FileWatch):
+        super().__init__(path_bytes, path_lens, mixing, crops)
         self.watch = watch
 
     def __call__(self):

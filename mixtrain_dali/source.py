@@ -2,8 +2,9 @@
 
 Per iteration it emits one *slot* per constituent image. The composites' heads come first
 (slot i is the head of the batch's composite i), then the donors row by row. Per slot:
-the file path (uint8), the tile size (h, w), the flip bit; on a head, the slot ids of its
-constituents and their out_anchors for `fn.multi_paste`; on a donor, empty arrays.
+the file path (uint8), the flip bit, the crop window (crops.CropPlanner), the tile size
+(h, w); on a head, the slot ids of its constituents and their out_anchors for
+`fn.multi_paste`; on a donor, empty arrays.
 
 Everything is numpy slicing of arrays built once per epoch; nothing per sample in Python
 but handing DALI its list of path views.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .crops import CropPlanner
 from .plan import EpochPlan
 
 _EMPTY_IDS = np.zeros((0,), np.int32)
@@ -53,17 +55,19 @@ class SlotBatch:
 class PlanSource:
     """The callable behind the train pipeline's batch-mode `fn.external_source`.
 
-    Outputs: (paths, flips) without mixing; (paths, flips, tile_hw, paste_ids, anchors) with.
+    Outputs: (paths, flips, windows) without mixing; (paths, flips, windows, tile_hw,
+    paste_ids, anchors) with.
 
     `start(plan, batches)` arms it with an epoch; each call returns the next iteration's
     outputs and raises StopIteration after the last batch (DALI then ends the epoch).
     `fed` keeps the SlotBatches handed out and not yet consumed, for error recovery.
     """
 
-    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool):
+    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool, crops: CropPlanner):
         self.path_bytes = path_bytes
         self.path_lens = path_lens
         self.mixing = mixing
+        self.crops = crops
         self.plan: EpochPlan | None = None
         self.batches: list[np.ndarray] = []
         self.position = 0
@@ -77,12 +81,13 @@ class PlanSource:
         if self.plan is None or self.position >= len(self.batches):
             raise StopIteration
         slots = SlotBatch(self.plan, self.batches[self.position])
+        windows = self.crops.draw(self.plan.epoch, self.position, slots.tile_hw)
         self.position += 1
         self.fed.append(slots)
         paths = [self.path_bytes[s, :n] for s, n in zip(slots.slot_samples, self.path_lens[slots.slot_samples])]
         if not self.mixing:
-            return paths, slots.flips
+            return paths, slots.flips, windows
         n_donors = len(slots) - len(slots.composites)
         ids = slots.paste_ids + [_EMPTY_IDS] * n_donors
         anchors = slots.anchors + [_EMPTY_ANCHORS] * n_donors
-        return paths, slots.flips, slots.tile_hw, ids, anchors
+        return paths, slots.flips, windows, slots.tile_hw, ids, anchors

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from mixtrain_dali.config import IMAGENET_MEAN, IMAGENET_STD
+from mixtrain_dali.crops import CropPlanner, relative_window
 from mixtrain_dali.layout import layout
 from mixtrain_dali.pipelines import train_pipeline
 from mixtrain_dali.plan import EpochPlan
@@ -63,11 +64,14 @@ def _plan(groups, share_sets, flips):
     return EpochPlan(0, (CANVAS, CANVAS), members, boxes, shares, fl)
 
 
-def _run(plan, paths, device):
-    source = PlanSource(*_path_arrays(paths), mixing=True)
+WHOLE = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), canvas=(CANVAS, CANVAS), tile_aspect=False, tile_scale=0.0)
+
+
+def _run(plan, paths, device, crops=None):
+    source = PlanSource(*_path_arrays(paths), mixing=True, crops=crops or CropPlanner(**WHOLE))
     source.start(plan, [np.arange(plan.n_composites)])
-    pipe = train_pipeline(source=source, device=device, image_size=CANVAS, scale=(1.0, 1.0),
-                          ratio=(1.0, 1.0), mixing=True, batch_size=plan.n_composites * plan.k_max,
+    pipe = train_pipeline(source=source, device=device, image_size=CANVAS,
+                          mixing=True, batch_size=plan.n_composites * plan.k_max,
                           num_threads=2, device_id=0 if device == "gpu" else None, seed=1)
     pipe.build()
     (out,) = pipe.run()
@@ -145,11 +149,42 @@ def test_unmixed_composite_equals_plain_pipeline(ramp_images):
     paths, _ = ramp_images
     plan = _plan([[2], [4]], [[1.0], [1.0]], [[1], [0]])
     mixed = _run(plan, paths, "cpu")
-    source = PlanSource(*_path_arrays(paths), mixing=False)
+    source = PlanSource(*_path_arrays(paths), mixing=False, crops=CropPlanner(**WHOLE))
     source.start(plan, [np.arange(2)])
-    pipe = train_pipeline(source=source, device="cpu", image_size=CANVAS, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+    pipe = train_pipeline(source=source, device="cpu", image_size=CANVAS,
                           mixing=False, batch_size=2, num_threads=1, device_id=None, seed=1)
     pipe.build()
     (out,) = pipe.run()
     plain = np.array(out.as_tensor()) * (255 * np.array(IMAGENET_STD)) + 255 * np.array(IMAGENET_MEAN)
     np.testing.assert_array_equal(mixed, plain)
+
+
+@pytest.mark.parametrize("tile_aspect,tile_scale", [(True, 1.0), (True, 0.5), (False, 0.0)])
+def test_tile_windows_keep_shape_and_scale(ramp_images, tile_aspect, tile_scale):
+    """Each tile shows the window CropPlanner drew for it: on the ramps (red = 3 x source
+    column, green = 3 x source row) a tile's mean colour gives the window's centre and its
+    red/green span the window's width/height, each within about a pixel (3 grey levels).
+    With tile_aspect the window takes the tile's shape; with tile_scale 1 its area is the
+    tile's share of a full-image crop (scale pinned to 1 here), so a source pixel spans
+    the same canvas pixels in a tile as in an unmixed view."""
+    paths, _ = ramp_images
+    groups, shares, flips = CASES["k4_uneven"]
+    plan = _plan(groups, shares, [[0, 0, 0, 0]])
+    crops = CropPlanner((1.0, 1.0), (1.0, 1.0), (CANVAS, CANVAS), seed=3, tile_aspect=tile_aspect,
+                        tile_scale=tile_scale)
+    got = _run(plan, paths, "cpu", crops)
+    tiles = plan.boxes[0]
+    windows = crops.draw(0, 0, tiles[:, 2:4])
+    start, shape = relative_window(windows, np.full((4, 2), 64))
+    for j, (y, x, h, w) in enumerate(tiles):
+        i = plan.members[0, j]
+        tile = got[0, y:y + h, x:x + w]
+        (y0, x0), (wh, ww) = start[j] * 64, shape[j] * 64
+        assert abs(tile[..., 0].mean() - (3 * (x0 + ww / 2 - 0.5) + i)) <= 3.5
+        assert abs(tile[..., 1].mean() - (3 * (y0 + wh / 2 - 0.5) + 2 * i)) <= 3.5
+        span_x, span_y = np.ptp(tile[..., 0].mean(0)) / 3, np.ptp(tile[..., 1].mean(1)) / 3
+        assert abs(span_x - ww * (1 - 1 / w)) <= 1.5 and abs(span_y - wh * (1 - 1 / h)) <= 1.5
+        if tile_aspect:
+            assert abs(ww / wh - w / h) < 1e-3
+        if tile_scale == 1.0:
+            np.testing.assert_allclose(ww * wh / 64 ** 2, h * w / CANVAS ** 2, rtol=1e-4)
