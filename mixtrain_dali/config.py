@@ -38,6 +38,9 @@ class DataConfig:
     device: str = "auto"             # auto | cpu | gpu (DALI decode and augment)
     threads: int = 0                 # DALI CPU threads; 0 = min(cores, 8)
     prefetch: int = 2                # DALI prefetch queue depth
+    min_image_size: int | None = None  # progressive resizing (FFCV-style): train crop starts here ...
+    resize_ramp: list[float] = field(default_factory=lambda: [0.0, 0.75])  # ... and grows to image_size
+                                     # linearly between these fractions of the epochs
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 16, f"image_size={self.image_size} is too small; use >= 16")
@@ -49,6 +52,11 @@ class DataConfig:
                f"scale={self.scale} must be [lo, hi] with 0 < lo <= hi <= 1")
         _check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1],
                f"ratio={self.ratio} must be [lo, hi] with 0 < lo <= hi")
+        if self.min_image_size is not None:
+            _check(16 <= self.min_image_size <= self.image_size,
+                   f"min_image_size={self.min_image_size} must be in [16, image_size={self.image_size}]")
+        _check(len(self.resize_ramp) == 2 and 0 <= self.resize_ramp[0] <= self.resize_ramp[1] <= 1,
+               f"resize_ramp={self.resize_ramp} must be [start, end] with 0 <= start <= end <= 1")
         if self.val_resize is None:
             self.val_resize = int(round(self.image_size * 256 / 224))
         _check(self.val_resize >= self.image_size,
@@ -56,6 +64,17 @@ class DataConfig:
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, min(os.cpu_count() or 1, 8))
+
+    def image_size_at(self, epoch: int, epochs: int | None) -> int:
+        """The train crop of `epoch` (0-based) of `epochs`: image_size, or under progressive
+        resizing min_image_size until resize_ramp[0] of the run, then linearly up to
+        image_size at resize_ramp[1], rounded down to a multiple of 8 (FFCV rounds to 32)."""
+        if self.min_image_size is None or not epochs:
+            return self.image_size
+        lo, hi = (r * epochs for r in self.resize_ramp)
+        t = 1.0 if epoch >= hi else 0.0 if epoch < lo or hi <= lo else (epoch - lo) / (hi - lo)
+        size = self.min_image_size + t * (self.image_size - self.min_image_size)
+        return max(self.min_image_size, min(self.image_size, int(size) // 8 * 8))
 
 
 @dataclass
@@ -75,6 +94,13 @@ class MixConfig:
     share_max: float = 0.75
     min_side_frac: float = 0.125     # no tile side below this fraction of the canvas side
     self_correct: bool = True        # a sample whose mixed loss exceeded the threshold is unmixed next
+    schedule: str = "flat"           # flat: the same fraction every mixing epoch; linear: the
+                                     # fraction decays linearly to 0 over the mixing epochs
+    tile_aspect: bool = False        # a tile's source window takes the tile's aspect ratio
+    tile_scale: float = 0.0          # ... and an area * share ** tile_scale (1: objects keep their
+                                     # pixel size; 0: the whole crop shrunk into the tile)
+    loss_norm: str = "constituent"   # constituent: batch loss = mean over constituents;
+                                     # composite: sum over constituents / composites
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
@@ -94,6 +120,10 @@ class MixConfig:
         _check(self.selection in ("loss", "random"), f"selection={self.selection!r}; valid: loss, random")
         _check(self.threshold in ("mean", "median"), f"threshold={self.threshold!r}; valid: mean, median")
         _check(self.gamma >= 0, f"gamma={self.gamma} must be >= 0")
+        _check(self.schedule in ("flat", "linear"), f"schedule={self.schedule!r}; valid: flat, linear")
+        _check(0.0 <= self.tile_scale <= 1.0, f"tile_scale={self.tile_scale} is outside [0, 1]")
+        _check(self.loss_norm in ("constituent", "composite"),
+               f"loss_norm={self.loss_norm!r}; valid: constituent, composite")
         _check(self.eps > 0, f"eps={self.eps} must be > 0")
         _check(self.k == 1 or 0 < self.share_min <= 1 / self.k <= self.share_max <= 1,
                f"share_min={self.share_min}, share_max={self.share_max} must satisfy "

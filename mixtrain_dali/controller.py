@@ -10,7 +10,8 @@ would have. Rules (DESIGN.md, "Controller"), in the order they apply:
    or every seen sample (selection="random"); a sample never seen is never mixed;
 3. self-correction: a sample whose loss, measured inside a composite, exceeded the
    threshold is not a candidate (it gets a full-resolution view next epoch);
-4. budget: at most round(f * N) samples mixed, chosen at random among the candidates
+4. budget: at most round(f * N) samples mixed (f the same every mixing epoch, or decaying
+   linearly over them: `fraction_at`), chosen at random among the candidates
    (not lowest-first, so no sample is starved of full-resolution views); fewer candidates
    give a lower speedup, which is logged;
 5. random groups of k; adaptive area shares (loss + eps) ** gamma, clipped; slice-and-dice
@@ -57,6 +58,17 @@ class MixController:
             return False
         return self.epochs is None or epoch < self.epochs - self.final_full_epochs()
 
+    def fraction_at(self, epoch: int) -> float:
+        """The mix (or prune) fraction of a mixing epoch: flat, or under schedule="linear" the
+        configured fraction in the first mixing epoch, decaying linearly over the M mixing
+        epochs (j-th: f * (M - j) / M), like a progressive-resizing ramp."""
+        c = self.config
+        f = c.mix_fraction()
+        if c.schedule == "flat" or self.epochs is None:
+            return f
+        span = self.epochs - self.final_full_epochs() - c.warmup_epochs
+        return f * (span - (epoch - c.warmup_epochs)) / max(1, span)
+
     # -- planning ---------------------------------------------------------------------
     def plan(self, epoch: int, losses: np.ndarray | None = None,
              mixed_last: np.ndarray | None = None, exclude: np.ndarray | None = None) -> EpochPlan:
@@ -84,7 +96,7 @@ class MixController:
             return plan
 
         k = c.k
-        f = c.mix_fraction()
+        f = self.fraction_at(epoch)
         threshold = float(np.mean(losses[seen]) if c.threshold == "mean" else np.median(losses[seen]))
         if c.selection == "loss":
             candidates = seen & (losses <= threshold)

@@ -721,3 +721,30 @@ def test_mix_config_accepts_edge_values(kwargs):
 def test_mix_config_accepts_k1_with_default_share_bounds(kwargs):
     cfg = MixConfig(**kwargs)
     assert not cfg.active
+
+
+# ------------------------------------------------------------------ schedule
+
+def test_linear_schedule_decays_the_fraction_to_zero_over_the_mixing_epochs():
+    n, epochs = 4000, 10
+    ctl = _ctl(n, epochs=epochs, k=4, fraction=1.0, selection="random", schedule="linear",
+               warmup_epochs=1, final_full_fraction=0.1)  # mixing epochs 1..8 (M = 8)
+    losses = np.random.default_rng(0).random(n).astype(np.float32)
+    mixed = [ctl.plan(e, losses).n_mixed_samples / n for e in range(epochs)]
+    expected = [0.0] + [(8 - j) / 8 for j in range(8)] + [0.0]
+    np.testing.assert_allclose(mixed, expected, atol=2 / n)
+    assert [ctl.fraction_at(e) for e in range(1, 9)] == pytest.approx(expected[1:9])
+
+
+def test_flat_schedule_keeps_one_fraction():
+    ctl = _ctl(1000, epochs=10, k=2, fraction=0.5)
+    assert {ctl.fraction_at(e) for e in range(1, 9)} == {0.5}
+
+
+def test_schedule_and_tile_options_are_checked():
+    with pytest.raises(UserError, match="schedule='cosine'"):
+        _cfg(schedule="cosine")
+    with pytest.raises(UserError, match="tile_scale=1.5"):
+        _cfg(tile_scale=1.5)
+    with pytest.raises(UserError, match="loss_norm='mean'"):
+        _cfg(loss_norm="mean")
