@@ -38,6 +38,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix-selection", choices=["loss", "random"], help="loss: below-threshold samples")
     g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal")
     g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start")
+    g.add_argument("--mix-schedule", choices=["flat", "linear"],
+                   help="flat: the same fraction every mixing epoch; linear: decaying to 0")
+    g.add_argument("--mix-tile-scale", type=float,
+                   help="a tile's source window area x share^this (1: objects keep their size; 0: squashed)")
+    g.add_argument("--mix-loss-norm", choices=["constituent", "composite"],
+                   help="batch loss averaged over constituents, or summed per composite")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -45,7 +51,8 @@ def _config_from_args(args):
     from .config import load_config
 
     mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
-           "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup}
+           "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup,
+           "schedule": args.mix_schedule, "tile_scale": args.mix_tile_scale, "loss_norm": args.mix_loss_norm}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
     overrides = {
@@ -54,7 +61,14 @@ def _config_from_args(args):
         "train": {"arch": args.arch, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "out": args.out},
         "mix": mix,
     }
-    return load_config(args.config, overrides)
+    config = load_config(args.config, overrides)
+    given = [f"--mix-{k.replace('_', '-')}" for k in ("fraction", "speedup", "selection", "gamma", "warmup",
+                                                       "schedule", "tile_scale", "loss_norm")
+             if getattr(args, f"mix_{k}") is not None]
+    if given and not config.mix.enabled:
+        print(f"mixtrain: warning: {', '.join(given)} has no effect: mixing is off "
+              "(add --mix-k 2..4, or enabled = true in the recipe's [mix])", file=sys.stderr)
+    return config
 
 
 def cmd_train(args) -> int:

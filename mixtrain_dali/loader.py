@@ -25,6 +25,7 @@ import torch
 
 from .config import Config, DataConfig, MixConfig
 from .controller import MixController
+from .crops import CropPlanner
 from .dataset import ImageFolderIndex, scan_image_folder
 from .errors import UserError
 from .pipelines import resolve_device, train_pipeline, val_pipeline
@@ -89,15 +90,21 @@ class TrainLoader:
                  mix: MixConfig | None = None, seed: int = 0, epochs: int | None = None,
                  device: str = "auto", threads: int = 0, drop_last: bool = False,
                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), prefetch: int = 2,
+                 min_image_size: int | None = None, resize_ramp=(0.0, 0.75),
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True,
                  watch_files: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), device=device,
-                               threads=threads, prefetch=prefetch)
+                               threads=threads, prefetch=prefetch, min_image_size=min_image_size,
+                               resize_ramp=list(resize_ramp))
         self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
+        if min_image_size is not None and self.mix.pastes:
+            raise UserError("progressive resizing (min_image_size) and mixing are alternatives: "
+                            "turn one of them off")
+        self.epochs = epochs
         self.seed = int(seed)
         self.rank, self.world_size = _dist_info(rank, world_size)
         self.dali_device, self.device_id, self.torch_device = _devices(device, torch_device)
@@ -116,15 +123,19 @@ class TrainLoader:
         self._labels = torch.as_tensor(np.append(self.index.labels, -1), device=self.torch_device)
         self._plan: EpochPlan | None = None
         self._batches: list[np.ndarray] | None = None
+        self._warned_no_record = False
         self.bad_files = BadFileLog(bad_files)
         watch = None
         if validate:
             bad, watch = validate_files(self.index.paths, device=self.dali_device, device_id=self.device_id)
             self._exclude(bad, write=self.rank == 0)  # every rank finds the same; one writes
+        crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
+                            tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale)
         if watch is not None and watch_files:
-            self._source = CheckedPlanSource(*self.index.path_bytes, mixing=self.pastes, watch=watch)
+            self._source = CheckedPlanSource(*self.index.path_bytes, mixing=self.pastes, crops=crops,
+                                             watch=watch)
         else:
-            self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes)
+            self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes, crops=crops)
         self._pipe = None
 
     @classmethod
@@ -132,7 +143,8 @@ class TrainLoader:
         d = config.data
         return cls(root, d.batch_size, d.image_size, mix=config.mix, seed=config.train.seed,
                    epochs=config.train.epochs, device=d.device, threads=d.threads,
-                   drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, prefetch=d.prefetch, **kwargs)
+                   drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, prefetch=d.prefetch,
+                   min_image_size=d.min_image_size, resize_ramp=d.resize_ramp, **kwargs)
 
     # -- epochs and plans ---------------------------------------------------------------
     @property
@@ -152,6 +164,7 @@ class TrainLoader:
         """The plan of the epoch about to be (or being) iterated; planned once per epoch."""
         if self._plan is None:
             self.sync_losses()
+            self._warn_if_nothing_recorded()
             self._sync_excluded()
             self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
             self._batches = self._plan.batches(self.data.batch_size, self.rank, self.world_size,
@@ -164,6 +177,16 @@ class TrainLoader:
 
     def __len__(self) -> int:
         return len(self.batches())
+
+    def _warn_if_nothing_recorded(self) -> None:
+        """Once: a loop that never calls record() leaves the controller blind (no loss, so
+        no sample is ever a mixing candidate and nothing mixes)."""
+        if (self.mixing and self.epoch > 0 and self.controller.is_mixing_epoch(self.epoch)
+                and not self._warned_no_record and np.isnan(self.host_losses).all()):
+            self._warned_no_record = True
+            log.warning("epoch %d: no loss was ever recorded, so nothing can be mixed: call "
+                        "loader.record(batch, per_constituent_losses) every step (see mix_loss)",
+                        self.epoch)
 
     # -- feedback -----------------------------------------------------------------------
     def record(self, batch: MixBatch, per_constituent_losses: torch.Tensor) -> None:
@@ -288,8 +311,8 @@ class TrainLoader:
         d = self.data
         key = [self.seed, self.rank, self.epoch] + ([] if restart is None else [restart])
         pipe = train_pipeline(
-            source=self._source, device=self.dali_device, image_size=d.image_size,
-            scale=d.scale, ratio=d.ratio, mixing=self.pastes,
+            source=self._source, device=self.dali_device,
+            image_size=d.image_size_at(self.epoch, self.epochs), mixing=self.pastes,
             batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
             num_threads=d.resolved_threads(), device_id=self.device_id,
             seed=int(np.random.SeedSequence(key).generate_state(1)[0] % 2**31),

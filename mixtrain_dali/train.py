@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -55,6 +56,21 @@ def lr_at(progress: float, cfg, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - cfg.warmup_epochs) / span)))
 
 
+def start_warnings(config: Config) -> list[str]:
+    """What a run asked for but will not do, said once at start-up (no silent no-ops)."""
+    m, epochs = config.mix, config.train.epochs
+    out = []
+    if m.enabled and (m.k > 1 or m.method == "prune"):
+        from .controller import MixController
+
+        ctl = MixController(m, 1, (config.data.image_size,) * 2, epochs=epochs)
+        if not any(ctl.is_mixing_epoch(e) for e in range(epochs)):
+            out.append(f"mixing is on but no epoch mixes: {epochs} epoch(s) leave none between the "
+                       f"{m.warmup_epochs} warm-up epoch(s) and the {ctl.final_full_epochs()} final unmixed "
+                       "one(s); train longer or lower mix.warmup_epochs / mix.final_full_fraction")
+    return out
+
+
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temp file, fsync, rename: a kill mid-save leaves the old file whole."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -82,6 +98,9 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
 
     rank, world, local_rank = _setup_distributed()
+    if rank == 0:
+        for message in start_warnings(config):
+            print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
     torch.manual_seed(t.seed + rank)
     train_index = scan_image_folder(train_root)
     loader = TrainLoader.from_config(train_index, config, bad_files=out_dir / BAD_FILES)
@@ -170,7 +189,7 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
             if isinstance(batch, MixBatch):
                 logits = net(batch.images, batch.boxes)
                 loss, per = mix_loss(logits.float(), batch.labels, batch.mask, batch.shares,
-                                     t.label_smoothing, batch.weights)
+                                     t.label_smoothing, batch.weights, norm=config.mix.loss_norm)
                 n = batch.n_samples
             else:
                 images, labels = batch

@@ -208,3 +208,14 @@ def test_colour_identity_helper_is_unambiguous():
     cols = np.array([colour_of(i) for i in range(N)])
     d = np.abs(cols[:, None] - cols[None]).max(-1) + np.eye(N) * 999
     assert d.min() >= 10
+
+
+def test_a_loop_that_never_records_is_told_once(colour_folder, caplog):
+    mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
+    loader = TrainLoader(colour_folder, 4, 32, mix=mix, epochs=4, device="cpu", threads=1)
+    with caplog.at_level("WARNING", logger="mixtrain_dali.loader"):
+        for _ in range(3):
+            for _batch in loader:
+                pass
+    said = [r for r in caplog.records if "no loss was ever recorded" in r.getMessage()]
+    assert len(said) == 1

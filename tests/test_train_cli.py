@@ -166,3 +166,22 @@ def test_preview_and_plot_write_pngs(small_data, tmp_path, capsys):
     assert Image.open(tmp_path / "curves.png").size[0] > 200
     assert main(["plot", str(tmp_path / "not-a-run")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_mixing_that_mixes_no_epoch_is_said_at_start_up():
+    from mixtrain_dali.config import load_config
+    from mixtrain_dali.train import start_warnings
+
+    few = load_config(None, {"mix": {"enabled": True, "k": 4, "target_speedup": 1.6}, "train": {"epochs": 2}})
+    (message,) = start_warnings(few)
+    assert "no epoch mixes" in message and "2 epoch(s)" in message
+    enough = load_config(None, {"mix": {"enabled": True, "k": 4, "target_speedup": 1.6}, "train": {"epochs": 8}})
+    assert start_warnings(enough) == []
+
+
+def test_mix_flags_without_mix_k_are_said_to_do_nothing(capsys):
+    from mixtrain_dali.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--data", "x", "--mix-speedup", "1.6"])
+    assert not _config_from_args(args).mix.enabled
+    assert "--mix-speedup has no effect: mixing is off" in capsys.readouterr().err
