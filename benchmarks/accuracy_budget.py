@@ -1,20 +1,22 @@
-"""Accuracy at an equal budget: final val top-1 and training wall time, several seeds each.
+"""Accuracy at equal training time: final val top-1 and training wall time, several seeds each.
 
-All methods share the demo's recipe (`mixtrain_dali.demo.DEMO_RECIPE`: model, data, lr,
-epochs E) and dataset; only what the table names differs:
+Every method shares one recipe (the demo's unless flags say otherwise: model, image size,
+lr, epochs E) and one dataset (`--data DIR`, any ImageFolder with train/ and val/; the
+embedded synthetic one by default); only what the table names differs. The baseline trained
+for E, 0.75E, 0.625E and 0.5E epochs draws the "just train less" curve of accuracy against
+measured training time; every other method is judged by where its point lies against that
+curve: its accuracy minus the curve's at the same time ("vs curve").
 
-  a  baseline         E epochs, no mixing
-  b  mixtrain         MixTrain at target speedup S (k=4; loss-based selection, adaptive
-                      shares, self-correction, region pooling), E epochs
-  c  baseline_short   round(E / S) epochs: "just train less", about b's compute
-  d  naive_mix        random subset, equal shares, one area-weighted soft label per
-                      composite on the global logits (no region pooling), k=4, S, E epochs
-  e  prune            InfoBatch-style loss-based dynamic pruning at S, E epochs
-  f1 mixtrain_gamma0  b with equal area shares (gamma = 0)
-  f2 mixtrain_random  b with a random subset (selection = "random")
+  a  baseline        E epochs, no mixing            c  less_*    fewer epochs, same recipe
+  p  progressive     FFCV-style progressive resizing: E/2 px, growing to full by 0.75E
+  e  prune           InfoBatch-style: a random part of the below-mean-loss samples skipped,
+                     the kept ones' loss rescaled, the last 12.5% of epochs full
+  d  naive_mix       random groups of 4, equal shares, one soft label per composite
+  b  mixtrain        MixTrain with the package's defaults (MixConfig)
+  mix_*              the research programme's ablations, each one idea (--methods)
 
-The project's goal: b within 0.5 points of a, and above c, d and e. The script reports
-what it measures either way.
+The project's goal: b within 0.5 points of a at >= 1.4x less training time, and above the
+curve, p and e. The script reports what it measures either way.
 """
 
 from __future__ import annotations
@@ -33,16 +35,32 @@ if str(_HERE) not in sys.path:
 import common  # noqa: E402  (benchmarks/common.py)
 
 NAME = "accuracy_budget"
+# the method: its row label, and what its recipe changes (see method_recipes)
 METHODS = {
     "baseline": "a. baseline, E epochs",
-    "mixtrain": "b. MixTrain xS, E epochs",
-    "baseline_short": "c. baseline, E/S epochs",
-    "naive_mix": "d. naive mixing xS",
+    "less_75": "c. train less, 0.75E epochs",
+    "less_62": "c. train less, 0.625E epochs",
+    "less_50": "c. train less, 0.5E epochs",
+    "progressive": "p. progressive resizing, E/2 px to full (FFCV-style), E epochs",
     "prune": "e. InfoBatch-style pruning xS",
-    "mixtrain_gamma0": "f1. MixTrain, gamma=0",
-    "mixtrain_random": "f2. MixTrain, random selection",
-    "mixtrain_k2": "f3. MixTrain, k=2 at target S (half-area tiles; the candidates may cap S)",
+    "naive_mix": "d. naive mixing xS (random, equal shares, soft label)",
+    "mixtrain": "b. MixTrain, package defaults",
+    # the research programme's ablations (--methods NAME ...): each one idea on top of v0
+    "mix_v0": "v0. MixTrain as first built: flat xS, whole crop squashed into the tile",
+    "mix_norm": "v0 + loss summed per composite (not averaged over constituents)",
+    "mix_aspect": "v0 + tile-shaped source windows",
+    "mix_scale": "v0 + tile-shaped windows at the tile's scale (objects keep their size)",
+    "mix_scale_half": "v0 + tile-shaped windows, area x share^0.5",
+    "mix_linear": "v0 + fraction decaying linearly from 1 (random selection)",
+    "mix_gamma0": "v0 + equal shares (gamma = 0)",
+    "mix_random": "v0 + random selection",
+    "mix_k2": "v0 with k=2",
+    "mix_all": "v0 + per-composite loss + tile-scale windows + linear decay from 1 (random selection)",
 }
+# the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
+DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
+                   "mixtrain"]
+CURVE = ("baseline", "less_75", "less_62", "less_50")  # the "just train less" curve
 TOLERANCE = 0.5  # points of top-1: b within this of a
 QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1]}
 
@@ -50,18 +68,28 @@ QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1]}
 def build_parser(prog: str | None = None):
     p = common.Parser(prog=prog, description=__doc__.split("\n\n")[0])
     common.add_common_args(p)
+    p.add_argument("--data", default=None,
+                   help="an ImageFolder root with train/ and val/ (e.g. CIFAR-10, Imagenette); "
+                        "default: the embedded synthetic dataset")
+    p.add_argument("--tag", default=None, help="added to the result files' names (e.g. an ablation's)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="training seeds, one run of every method each (default 0 1 2; 0 1 with --quick)")
     p.add_argument("--epochs", type=int, default=None,
                    help="E (default the demo recipe's epochs; 3 with --quick)")
-    p.add_argument("--speedup", type=float, default=1.6, help="target speedup S of b, d, e, f (default 1.6)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                   help="which methods to run (default all)")
+    p.add_argument("--speedup", type=float, default=1.6,
+                   help="target speedup S of the flat-budget methods (default 1.6)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
+                   help=f"which methods to run (default {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
+    p.add_argument("--val-resize", type=int, default=None,
+                   help="val shorter side before the center crop (default image size x 256/224)")
+    p.add_argument("--scale", type=float, nargs=2, default=None,
+                   help="random-resized-crop area range (default the demo's 0.35 1)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"composites per step (default the demo's 32; {QUICK['batch_size']} with --quick)")
+    p.add_argument("--lr", type=float, default=None, help="lr for batch 256 (default the demo's)")
     p.add_argument("--threads", type=int, default=None, help="DALI CPU threads (default the demo's 2)")
     p.add_argument("--runs-dir", default=None,
                    help="keep the training runs here; default: a temporary folder removed at the end")
@@ -76,33 +104,58 @@ def base_recipe(args, device: str) -> dict:
     r["data"]["device"] = device
     for key, flag in (("image_size", args.image_size), ("batch_size", args.batch_size)):
         r["data"][key] = flag or (QUICK[key] if q else r["data"][key])
-    if args.threads is not None:
-        r["data"]["threads"] = args.threads
+    for key, flag in (("threads", args.threads), ("val_resize", args.val_resize), ("scale", args.scale)):
+        if flag is not None:
+            r["data"][key] = list(flag) if isinstance(flag, (list, tuple)) else flag
     r["train"]["epochs"] = args.epochs or (QUICK["epochs"] if q else r["train"]["epochs"])
     if args.arch:
         r["train"]["arch"] = args.arch
+    if args.lr is not None:
+        r["train"]["lr"] = args.lr
     return r
 
 
 def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
     """Every method as a recipe dict: the base with its one difference."""
     epochs = base["train"]["epochs"]
-    mix = {**base["mix"], "enabled": True, "method": "mix", "k": 4, "target_speedup": speedup}
+    size = base["data"]["image_size"]
+    flat = {"enabled": True, "method": "mix", "k": 4, "target_speedup": speedup}
+    # v0: the mixing of the first release, spelled out so that new defaults do not move it
+    v0 = {**base["mix"], **flat, "schedule": "flat", "tile_aspect": False, "tile_scale": 0.0,
+          "loss_norm": "constituent", "selection": "loss", "gamma": 1.0}
 
-    def with_(mix_=None, **train):
-        return {"data": dict(base["data"]), "train": {**base["train"], **train},
+    def with_(mix_=None, data=None, **train):
+        return {"data": {**base["data"], **(data or {})}, "train": {**base["train"], **train},
                 "mix": mix_ if mix_ is not None else {**base["mix"], "enabled": False}}
 
+    def less(frac):
+        return with_(epochs=max(1, round(epochs * frac)))
+
+    defaults = {"enabled": True, "warmup_epochs": base["mix"].get("warmup_epochs", 1),
+                "final_full_fraction": base["mix"].get("final_full_fraction", 0.125)}
     return {
         "baseline": with_(),
-        "mixtrain": with_(mix),
-        "baseline_short": with_(epochs=max(1, round(epochs / speedup))),
-        "naive_mix": with_({**mix, "selection": "random", "gamma": 0.0, "self_correct": False},
+        "less_75": less(0.75),
+        "less_62": less(0.625),
+        "less_50": less(0.5),
+        "progressive": with_(data={"min_image_size": max(16, size // 2), "resize_ramp": [0.0, 0.75]}),
+        "prune": with_({**v0, "method": "prune"}),
+        "naive_mix": with_({**v0, "selection": "random", "gamma": 0.0, "self_correct": False},
                            region_pooling=False),
-        "prune": with_({**mix, "method": "prune"}),
-        "mixtrain_gamma0": with_({**mix, "gamma": 0.0}),
-        "mixtrain_random": with_({**mix, "selection": "random"}),
-        "mixtrain_k2": with_({**mix, "k": 2}),
+        "mixtrain": with_(defaults),
+        "mix_v0": with_(v0),
+        "mix_norm": with_({**v0, "loss_norm": "composite"}),
+        "mix_aspect": with_({**v0, "tile_aspect": True}),
+        "mix_scale": with_({**v0, "tile_aspect": True, "tile_scale": 1.0}),
+        "mix_scale_half": with_({**v0, "tile_aspect": True, "tile_scale": 0.5}),
+        "mix_linear": with_({**v0, "schedule": "linear", "target_speedup": None, "fraction": 1.0,
+                             "selection": "random"}),
+        "mix_gamma0": with_({**v0, "gamma": 0.0}),
+        "mix_random": with_({**v0, "selection": "random"}),
+        "mix_k2": with_({**v0, "k": 2}),
+        "mix_all": with_({**v0, "loss_norm": "composite", "tile_aspect": True, "tile_scale": 1.0,
+                          "schedule": "linear", "target_speedup": None, "fraction": 1.0,
+                          "selection": "random"}),
     }
 
 
@@ -114,21 +167,41 @@ def summarize_method(runs: list[dict]) -> dict:
             "epochs": runs[0]["epochs"] if runs else None}
 
 
+def curve_at(summary: dict, time_s: float) -> float | None:
+    """The train-less curve's top-1 (means, linear between its points) at `time_s`; None
+    outside the curve's time range or with fewer than two of its points."""
+    pts = sorted((summary[k]["train_time_s"]["mean"], summary[k]["val_top1"]["mean"])
+                 for k in CURVE if k in summary)
+    if len(pts) < 2 or not pts[0][0] <= time_s <= pts[-1][0]:
+        return None
+    for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
+        if t0 <= time_s <= t1:
+            return a0 + (a1 - a0) * ((time_s - t0) / (t1 - t0) if t1 > t0 else 0.0)
+    return None
+
+
 def goals(summary: dict) -> list[dict]:
-    """The project's goals, evaluated on the means (None where a method was not run)."""
+    """The project's goals, evaluated on the means (left out where a method was not run)."""
     def top1(name):
         s = summary.get(name)
         return None if s is None else s["val_top1"]["mean"]
 
-    b = top1("mixtrain")
+    b, a = top1("mixtrain"), top1("baseline")
     out = []
-    a = top1("baseline")
-    if b is not None and a is not None:
+    if b is None:
+        return out
+    if a is not None:
+        saved = summary["baseline"]["train_time_s"]["mean"] / summary["mixtrain"]["train_time_s"]["mean"]
         out.append({"goal": f"b (MixTrain) within {TOLERANCE} points of a (baseline)",
                     "difference": b - a, "met": b - a >= -TOLERANCE})
-    for key in ("baseline_short", "naive_mix", "prune"):
+        out.append({"goal": "b saves >= 1.4x training time", "difference": saved, "met": saved >= 1.4})
+    at = curve_at(summary, summary["mixtrain"]["train_time_s"]["mean"])
+    if at is not None:
+        out.append({"goal": "b above the train-less curve at its time", "difference": b - at,
+                    "met": b > at})
+    for key in ("progressive", "prune", "naive_mix"):
         other = top1(key)
-        if b is not None and other is not None:
+        if other is not None:
             out.append({"goal": f"b (MixTrain) above {METHODS[key].split('.')[0]} ({key})",
                         "difference": b - other, "met": b > other})
     return out
@@ -151,8 +224,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     out = common.out_dir(args)
     machine, when = common.machine_info(), common.now()
     command = common.command_line(NAME, argv)
-    spec = QUICK_DATA if args.quick else DEMO_DATA
-    data = common.synthetic_dataset(common.data_dir(args), progress=not args.no_progress, **spec)
+    if args.data:
+        data = Path(args.data)
+        if not (data / "train").is_dir() or not (data / "val").is_dir():
+            raise UserError(f"--data {args.data!r} must hold train/ and val/ ImageFolder trees")
+        spec = {"kind": "ImageFolder", "name": data.name}
+    else:
+        spec = QUICK_DATA if args.quick else DEMO_DATA
+        data = common.synthetic_dataset(common.data_dir(args), progress=not args.no_progress, **spec)
+        spec = {"kind": "synthetic", "name": "synthetic", **spec}
 
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="mixtrain-accuracy-"))
     runs: dict[str, list[dict]] = {k: [] for k in configs}
@@ -183,7 +263,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     verdict = goals(summary)
     settings = {"quick": args.quick, "device": device, "seeds": seeds, "speedup": args.speedup,
                 "epochs": base["train"]["epochs"], "torch_threads": torch_threads, "tolerance": TOLERANCE,
-                "dataset": {"kind": "synthetic", **spec}, "recipe": base,
+                "dataset": spec, "recipe": base,
                 "configs": {k: c.to_dict() for k, c in configs.items()}}
     result = {"benchmark": NAME, "title": "Accuracy at an equal budget", "date": when, "command": command,
               "argv": argv, "process_command": " ".join(sys.argv), "machine": machine, "settings": settings,
@@ -196,29 +276,27 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     t = base["train"]
     what = (f"final val top-1 and training wall time (sum of epoch times, validation excluded), mean ± std "
             f"over seeds {', '.join(map(str, seeds))}: {t['arch']} at {base['data']['image_size']} px, batch "
-            f"{base['data']['batch_size']}, E = {t['epochs']} epochs, S = {args.speedup:g}, on the synthetic "
-            f"dataset ({spec['classes']} classes, {spec['train_per_class']} train / "
-            f"{spec['val_per_class']} val images per class), device {device}")
+            f"{base['data']['batch_size']}, E = {t['epochs']} epochs, S = {args.speedup:g}, on "
+            f"{_dataset_words(spec, data)} (full val set), device {device}, torch threads {torch_threads}")
     headline = None
     if "mixtrain" in summary and "baseline" in summary:
         a, b = summary["baseline"], summary["mixtrain"]
         top_b, top_a = b["val_top1"]["mean"], a["val_top1"]["mean"]
-        headline = (f"MixTrain x{args.speedup:g}: {top_b:.2f}% top-1 vs baseline {top_a:.2f}% "
-                    f"({top_b - top_a:+.2f} points) "
-                    f"in {b['train_time_s']['mean'] / a['train_time_s']['mean']:.2f}x the baseline's training "
-                    f"time (means of {len(seeds)} seeds)")
-    md = common.header(f"Accuracy at an equal budget, {device.upper()}" + (" (quick)" if args.quick else ""),
+        at = curve_at(summary, b["train_time_s"]["mean"])
+        vs_curve = "" if at is None else f", {top_b - at:+.2f} points vs training less for the same time"
+        headline = (f"MixTrain: {top_b:.2f}% top-1 vs baseline {top_a:.2f}% ({top_b - top_a:+.2f} points) "
+                    f"in {a['train_time_s']['mean'] / b['train_time_s']['mean']:.2f}x less training time"
+                    f"{vs_curve} (means of {len(seeds)} seeds)")
+    title = f"Accuracy at equal training time, {spec['name']}, {device.upper()}"
+    md = common.header(title + (" (quick)" if args.quick else "") + (f" [{args.tag}]" if args.tag else ""),
                        what, machine, when, command, result=headline)
     md += table + "\n\n" + (goals_md + "\n\n" if goals_md else "") + _notes(args.speedup) + "\n"
-    stem = common.stem(NAME, device, args.quick)
+    stem = common.stem(f"accuracy_{_slug(spec['name'])}" + (f"_{_slug(args.tag)}" if args.tag else ""),
+                       device, args.quick)
     paths = common.write_results(out, stem, result, md)
-    common.errorbar_plot(out / f"{stem}.png",
-                         {_label(k, args.speedup): {"x": v["train_time_s"], "y": v["val_top1"],
-                                                    "tag": METHODS[k].split(".")[0]}
-                          for k, v in summary.items()},
-                         f"Accuracy vs training time ({t['arch']}, {t['epochs']} epochs, {len(seeds)} seeds, "
-                         f"{device})", "training wall time (s): mean ± std",
-                         "final val top-1 (%): mean ± std, bar = min-max")
+    curve_plot(out / f"{stem}.png", summary, args.speedup,
+               f"{spec['name']}: accuracy vs training time ({t['arch']}, {base['data']['image_size']} px, "
+               f"E = {t['epochs']}, {len(seeds)} seeds, {device})")
     print(f"\nwrote {paths['json']}, {paths['md']}, {out / (stem + '.png')}")
     print(f"\n{table}" + (f"\n\n{goals_md}" if goals_md else ""))
     return result
@@ -231,13 +309,56 @@ def _table(summary: dict, speedup: float) -> str:
         top, tt = s["val_top1"], s["train_time_s"]
         d_top = f"{top['mean'] - a['val_top1']['mean']:+.2f}" if a else "-"
         t_ratio = f"{a['train_time_s']['mean'] / tt['mean']:.2f}x" if a else "-"
+        at = None if key in CURVE else curve_at(summary, tt["mean"])
         rows.append([_label(key, speedup), s["epochs"],
                      f"{top['mean']:.2f} ± {top['std']:.2f}", f"{top['min']:.2f}-{top['max']:.2f}", d_top,
-                     f"{tt['mean']:.1f} ± {tt['std']:.1f}", f"{tt['min']:.1f}-{tt['max']:.1f}", t_ratio,
-                     f"{s['steps']['mean']:.0f}", top["n"]])
+                     "-" if at is None else f"{top['mean'] - at:+.2f}",
+                     f"{tt['mean']:.1f} ± {tt['std']:.1f}", t_ratio, f"{s['steps']['mean']:.0f}", top["n"]])
     return common.markdown_table(
-        ["method", "epochs", "val top-1 (%)", "min-max", "Δ vs a", "train time (s)", "min-max",
+        ["method", "epochs", "val top-1 (%)", "min-max", "Δ vs a", "vs curve", "train time (s)",
          "time saved vs a", "steps", "seeds"], rows)
+
+
+def curve_plot(path: Path, summary: dict, speedup: float, title: str) -> Path:
+    """Accuracy against training time: the train-less curve as a line through its points,
+    every other method as a point with std error bars (and min-max as a faint bar)."""
+    plt = common._pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    curve = sorted((summary[k]["train_time_s"]["mean"], summary[k]["val_top1"]["mean"], k)
+                   for k in CURVE if k in summary)
+    if curve:
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], "-", color="0.45", lw=2, zorder=1,
+                label="baseline trained for E, 0.75E, 0.625E, 0.5E epochs")
+    for i, (key, s) in enumerate(summary.items()):
+        x, y = s["train_time_s"], s["val_top1"]
+        color = "0.3" if key in CURVE else f"C{i}"
+        ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o", capsize=4, color=color,
+                    label=None if key in CURVE else _label(key, speedup), zorder=3)
+        ax.plot([x["mean"]] * 2, [y["min"], y["max"]], color=color, alpha=0.3, lw=6, zorder=2)
+        tag = key.replace("less_", "") + ("%" if key.startswith("less_") else "")
+        ax.annotate(tag, (x["mean"], y["mean"]), xytext=(6, -12 if key in CURVE else 5),
+                    textcoords="offset points", fontsize=8, color=color)
+    ax.set(title=title, xlabel="training wall time (s), mean ± std over seeds",
+           ylabel="final val top-1 (%), mean ± std; bar = min-max")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return common._save(fig, path)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def _dataset_words(spec: dict, data: Path) -> str:
+    if spec["kind"] == "synthetic":
+        return (f"the synthetic dataset ({spec['classes']} classes, {spec['train_per_class']} train / "
+                f"{spec['val_per_class']} val images per class)")
+    from mixtrain_dali.dataset import scan_image_folder
+
+    tr, va = scan_image_folder(data / "train"), scan_image_folder(data / "val")
+    return (f"{spec['name']} ({len(tr.classes)} classes, {len(tr)} train / {len(va)} val images, "
+            f"ImageFolder at {data})")
 
 
 def _label(key: str, speedup: float) -> str:
@@ -256,9 +377,10 @@ def _notes(speedup: float) -> str:
         "Notes:",
         "- train time: the sum of the epochs' training-loop times (validation excluded); time saved vs a "
         "= a's mean train time / this method's.",
-        f"- b, d, e, f plan a {speedup:g}x smaller epoch after one warm-up epoch and before the final "
-        "12.5% of epochs (unmixed); c trains fewer epochs with the same recipe (its cosine schedule "
-        "ends sooner).",
+        f"- d, e and the flat ablations plan a {speedup:g}x smaller epoch after one warm-up epoch and "
+        "before the final 12.5% of epochs (unmixed); c trains fewer epochs with the same recipe (its "
+        "cosine schedule ends sooner); vs curve = top-1 minus the train-less curve's (linear between "
+        "its points) at the method's mean training time, '-' outside the curve's range.",
         "- naive mixing: MixConfig(selection='random', gamma=0, self_correct=False, k=4), "
         "TrainConfig(region_pooling=False); pruning: MixConfig(method='prune'), InfoBatch-style (random "
         "part of the below-mean-loss samples skipped, kept ones' loss rescaled).",
