@@ -13,6 +13,7 @@ from mixtrain_dali import loader as L
 from mixtrain_dali.config import MixConfig
 from mixtrain_dali.loader import TrainLoader, ValLoader, heads_to_torch
 from mixtrain_dali.pipelines import forgot_set_device, val_pipeline
+from mixtrain_dali.train import cuda_ordinal, dist_backend, restore_rng, rng_state
 
 N = 21  # conftest.colour_folder
 
@@ -83,13 +84,40 @@ def test_gpu_val_slice_gets_its_crop_on_the_cpu_and_labels_come_out_on_the_gpu()
     assert [o.device for o in _graph("cpu")._graph_outputs] == ["cpu", "cpu"]
 
 
-# -- CUDA device choice ------------------------------------------------------------------------
+# -- distributed set-up, CUDA ordinal, RNG ------------------------------------------------------
+
+def test_backend_follows_the_resolved_device_not_the_machine():
+    assert dist_backend("gpu") == "nccl"
+    assert dist_backend("cpu") == "gloo"  # --device cpu on a CUDA machine included
+
+
+@pytest.mark.parametrize("local_rank,count,expected", [(0, 1, 0), (3, 1, 0), (3, 8, 3), (0, 8, 0)])
+def test_cuda_ordinal_is_the_rank_s_own_or_the_only_visible_device(local_rank, count, expected):
+    assert cuda_ordinal(local_rank, count) == expected
+
+
+def test_cuda_ordinal_refuses_a_rank_beyond_the_visible_devices():
+    from mixtrain_dali.errors import UserError
+
+    with pytest.raises(UserError, match="LOCAL_RANK=3"):
+        cuda_ordinal(3, 2)
+
 
 def test_forgetting_set_device_under_torchrun_is_warned_about():
     assert forgot_set_device(0, "2", 4) is not None  # rank 2 of 4 GPUs still on GPU 0
     assert forgot_set_device(2, "2", 4) is None
     assert forgot_set_device(0, "3", 1) is None       # one visible device per rank
     assert forgot_set_device(0, None, 8) is None      # not under torchrun
+
+
+def test_rng_state_round_trips_through_a_cpu_loaded_checkpoint(tmp_path):
+    state = rng_state(on_gpu=False)
+    assert "cuda_rng" not in state
+    expected = torch.rand(4)
+    torch.save(state, tmp_path / "c.pt")
+    torch.rand(10)
+    restore_rng(torch.load(tmp_path / "c.pt", map_location="cpu"), on_gpu=False)
+    torch.testing.assert_close(torch.rand(4), expected)
 
 
 # -- bad-file probes -----------------------------------------------------------------------------
