@@ -17,7 +17,8 @@ import torch
 from conftest import write_colour_folder
 
 ARGS = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--batch-size", "16",
-        "--epochs", "4", "--seed", "3", "--mix-k", "2", "--mix-fraction", "0.5", "--mix-selection", "random"]
+        "--epochs", "4", "--seed", "3", "--mix-k", "2", "--mix-fraction", "0.5", "--mix-selection", "random",
+        "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from conftest import write_colour_folder
 from mixtrain_dali.cli import main
 from mixtrain_dali.config import load_config
 
-FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress"]
+FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
