@@ -78,12 +78,12 @@ def heads_to_torch(out, n_heads: int, torch_device: torch.device) -> torch.Tenso
     if hasattr(tensor, "__cuda_array_interface__"):  # TensorGPU
         nhwc = torch.from_dlpack(tensor)[:n_heads].to(torch_device, copy=True)
     else:
-        heads = torch.from_numpy(np.asarray(tensor)[:n_heads])
+        heads = np.asarray(tensor)[:n_heads]  # a view of DALI's buffer
         if torch_device.type == "cpu":
             # numpy's copy: measured 4-6x faster than torch's clone for a 154 MB batch here
-            nhwc = torch.from_numpy(np.array(heads.numpy(), copy=True))
+            nhwc = torch.from_numpy(np.array(heads, copy=True))
         else:  # one host copy into pinned memory, then an asynchronous upload
-            nhwc = heads.pin_memory().to(torch_device, non_blocking=True)
+            nhwc = torch.from_numpy(heads).pin_memory().to(torch_device, non_blocking=True)
     return nhwc.permute(0, 3, 1, 2)
 
 

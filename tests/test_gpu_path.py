@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import identify, write_colour_folder
+from conftest import identify, write_train_val
 
 pytestmark = pytest.mark.gpu
 
@@ -35,10 +35,7 @@ def _report(**values):
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpu-small")
-    write_colour_folder(str(root / "train"), per_class=32, seed=1)  # 96 samples
-    write_colour_folder(str(root / "val"), per_class=4, seed=2)
-    return root
+    return write_train_val(tmp_path_factory.mktemp("gpu-small"))
 
 
 # -- placement ---------------------------------------------------------------------------------
