@@ -4,7 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+# gpu-check: on a CUDA machine, without pip or network; DALI must be importable, e.g.
+#   PYTHONPATH=/tmp/dali-site make gpu-check      (benchmarks/gpu_check.py says what it runs)
+PY_GPU ?= python3
+
+.PHONY: demo test install clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+gpu-check:
+	@PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" PY_GPU="$(PY_GPU)" GPU_CHECK_COMMAND="make gpu-check" \
+		$(PY_GPU) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) data runs

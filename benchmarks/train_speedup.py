@@ -44,6 +44,9 @@ def build_parser(prog: str | None = None):
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per run (default 5: 1 warm-up, 3 mixing, 1 final; 3 with --quick)")
     p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="base learning rate per 256 samples (default the demo recipe's 0.8, tuned for "
+                        "small_cnn; ResNet-50 wants about 0.1)")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -74,6 +77,8 @@ def recipe(args, device: str) -> dict:
     r["train"].update(epochs=args.epochs or (QUICK["epochs"] if q else 5), seed=args.seed)
     if args.arch:
         r["train"]["arch"] = args.arch
+    if args.lr is not None:
+        r["train"]["lr"] = args.lr
     r["mix"].update(k=args.k)
     return r
 

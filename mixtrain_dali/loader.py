@@ -15,6 +15,7 @@ the pipeline rebuilt at the same batch, so the epoch keeps its length and every 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -56,11 +57,75 @@ class MixBatch:
 
 def _devices(device: str, torch_device) -> tuple[str, int | None, torch.device]:
     """DALI's device ('gpu' | 'cpu'), its CUDA index, and the torch device batches land on
-    (the same GPU by default)."""
+    (the same GPU by default; any other device works, e.g. "cpu" for a preview)."""
     dali_device, device_id = resolve_device(device)
     if torch_device is None:
         torch_device = f"cuda:{device_id}" if dali_device == "gpu" else "cpu"
     return dali_device, device_id, torch.device(torch_device)
+
+
+def heads_to_torch(out, n_heads: int, torch_device: torch.device) -> torch.Tensor:
+    """The first `n_heads` samples of a DALI NHWC output batch (`TensorListCPU` or
+    `TensorListGPU`), copied into memory torch owns on `torch_device`, returned as an NCHW
+    view (channels_last memory). Any (DALI device, torch device) pair works.
+
+    Only the heads are copied: with mixing, DALI's batch holds one canvas per slot (B*k) and
+    only the first B are composites. The copy is what makes the batch survive DALI's later
+    iterations. GPU: a DLPack view of DALI's buffer (torch's current stream on that GPU is
+    made to wait for DALI's work), then a device copy on that stream, so nothing waits on the
+    host. The caller keeps `out` alive until that copy has run (`_OutputHold`).
+    """
+    tensor = out.as_tensor()
+    if hasattr(tensor, "__cuda_array_interface__"):  # TensorGPU
+        nhwc = torch.from_dlpack(tensor)[:n_heads].to(torch_device, copy=True)
+    else:
+        heads = np.asarray(tensor)[:n_heads]  # a view of DALI's buffer
+        if torch_device.type == "cpu":
+            # numpy's copy: measured 4-6x faster than torch's clone for a 154 MB batch here
+            nhwc = torch.from_numpy(np.array(heads, copy=True))
+        else:  # one host copy into pinned memory, then an asynchronous upload
+            nhwc = torch.from_numpy(heads).pin_memory().to(torch_device, non_blocking=True)
+    return nhwc.permute(0, 3, 1, 2)
+
+
+class _OutputHold:
+    """Keeps DALI GPU outputs alive until the device copy that reads them has run.
+
+    The copy out of DALI's buffer is queued on torch's stream and the host moves on; if the
+    last reference to the buffer went right away, DALI could hand the memory to a later
+    iteration (its own stream knows nothing of torch's) before the copy read it. An event
+    recorded after the copy says when the buffer may go; `event.query()` does not wait.
+    At most `depth` outputs are held: beyond that the host waits for the oldest copy, which
+    only happens when the host is that many steps ahead of the GPU."""
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self.held: collections.deque = collections.deque()
+
+    def add(self, out, device: torch.device) -> None:
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        self.held.append((event, out))
+        while self.held and (len(self.held) > self.depth or self.held[0][0].query()):
+            event, _ = self.held.popleft()
+            event.synchronize()  # a no-op unless the host is `depth` steps ahead
+
+    def clear(self) -> None:
+        for event, _ in self.held:
+            event.synchronize()
+        self.held.clear()
+
+
+def probe(paths: list[str], dali_device: str, device_id: int | None) -> dict[int, str]:
+    """Mid-run probe of the files DALI held when it raised: the CPU decoder's verdict (the
+    same on every machine, robust.probe_files); on a GPU, if that finds nothing, the GPU
+    decoder's too, so a file only nvJPEG cannot decode is left out rather than failing the
+    run again."""
+    bad = probe_files(paths)
+    if not bad and dali_device == "gpu":
+        bad = {j: f"{reason} (GPU decoder; the CPU decoder reads it)"
+               for j, reason in probe_files(paths, decoder="mixed", device_id=device_id).items()}
+    return bad
 
 
 def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -127,7 +192,7 @@ class TrainLoader:
         self.bad_files = BadFileLog(bad_files)
         watch = None
         if validate:
-            bad, watch = validate_files(self.index.paths, device=self.dali_device, device_id=self.device_id)
+            bad, watch = validate_files(self.index.paths)
             self._exclude(bad, write=self.rank == 0)  # every rank finds the same; one writes
         crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
                             tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale)
@@ -137,6 +202,7 @@ class TrainLoader:
         else:
             self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes, crops=crops)
         self._pipe = None
+        self._hold = _OutputHold()
 
     @classmethod
     def from_config(cls, root, config: Config, **kwargs) -> "TrainLoader":
@@ -224,10 +290,12 @@ class TrainLoader:
         self._source.start(plan, batches)
         pipe = self._pipeline()
         i, failed_at = 0, -1
+        # GPU: outputs ready on torch's current stream, not on the host (no host wait per step)
+        stream = torch.cuda.current_stream(self.device_id) if self.dali_device == "gpu" else None
         try:
             while i < len(batches):
                 try:
-                    (out,) = pipe.run()
+                    (out,) = pipe.run(stream)
                 except Exception as err:  # DALI's RuntimeError, or BadFilesFound from the source
                     if failed_at == i:
                         raise
@@ -239,12 +307,13 @@ class TrainLoader:
                     continue
                 if self._source.fed:
                     self._source.fed.pop(0)  # consumed: `fed` keeps what DALI still holds
-                comp = batches[i]
-                images = self._to_torch(out, len(comp))
+                images = self._to_torch(out, len(batches[i]))
+                del out
                 yield self._make_batch(images, rows, i)
                 i += 1
         finally:
             self._source.start(None, [])
+            self._hold.clear()
             self._pipe = None
             self.epoch += 1
             self._plan = self._batches = None
@@ -281,7 +350,7 @@ class TrainLoader:
             bad = {}
         suspects = [s for s in suspects if not self.excluded[s]]
         paths = [self.index.paths[s] for s in suspects]
-        probed = probe_files(paths, device=self.dali_device, device_id=self.device_id)
+        probed = probe(paths, self.dali_device, self.device_id)
         hint = (lambda p: suspect_hint(p) + "; ") if found else (lambda p: "")
         bad.update({suspects[j]: hint(paths[j]) + reason for j, reason in probed.items()})
         new = self._exclude(bad)
@@ -349,21 +418,10 @@ class TrainLoader:
 
     def _to_torch(self, out, n_heads: int) -> torch.Tensor:
         """The first n_heads outputs (the composites) as an NCHW view of NHWC memory."""
-        tensor = out.as_tensor()
+        images = heads_to_torch(out, n_heads, self.torch_device)
         if self.dali_device == "gpu":
-            from nvidia.dali.plugin.pytorch import feed_ndarray
-
-            buf = torch.empty(tensor.shape(), dtype=torch.float32, device=self.torch_device)
-            feed_ndarray(tensor, buf, cuda_stream=torch.cuda.current_stream(self.torch_device))
-            nhwc = buf[:n_heads]
-        else:
-            # DALI reuses its buffers: copy the heads out (numpy's copy: measured 4-6x faster
-            # than torch's clone for a 154 MB batch here, which made up most of the gap to
-            # plain DALI's iterator)
-            nhwc = torch.from_numpy(np.array(np.asarray(tensor)[:n_heads], copy=True))
-            if self.torch_device.type != "cpu":
-                nhwc = nhwc.pin_memory().to(self.torch_device, non_blocking=True)
-        return nhwc.permute(0, 3, 1, 2)
+            self._hold.add(out, torch.device("cuda", self.device_id))
+        return images
 
     # -- resume -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -421,7 +479,7 @@ class ValLoader:
         self._labels: list[int] = self.index.labels[lo:hi].tolist()
         self.bad_files = BadFileLog(bad_files)
         if validate:
-            bad, _ = validate_files(self._files, device=self.dali_device, device_id=self.device_id)
+            bad, _ = validate_files(self._files)
             self._leave_out(bad, self._files, self._labels)
         self._iter = None
 
@@ -469,9 +527,9 @@ class ValLoader:
                 it = None
                 files, labels, done = files[done:], labels[done:], 0  # the rest of this pass
                 held = 3 * self.data.batch_size  # the failed batch and the prefetched ones first
-                bad = probe_files(files[:held], device=self.dali_device, device_id=self.device_id)
+                bad = probe(files[:held], self.dali_device, self.device_id)
                 if not bad:
-                    rest = probe_files(files[held:], device=self.dali_device, device_id=self.device_id)
+                    rest = probe(files[held:], self.dali_device, self.device_id)
                     bad = {held + j: r for j, r in rest.items()}
                 if not bad:
                     if retried:
@@ -484,6 +542,5 @@ class ValLoader:
             images = out["images"].permute(0, 3, 1, 2)
             labels_out = out["labels"].reshape(-1).long()
             done += len(labels_out)
-            if images.device != self.torch_device:
-                images, labels_out = images.to(self.torch_device), labels_out.to(self.torch_device)
-            yield images, labels_out
+            # each on the loader's device (on a GPU, DALI's labels are on it too, val_pipeline)
+            yield images.to(self.torch_device), labels_out.to(self.torch_device)

@@ -13,6 +13,7 @@ the layout convolutions want.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from nvidia.dali import fn, pipeline_def, types
@@ -24,9 +25,29 @@ from .errors import UserError
 _MEAN = [255 * m for m in IMAGENET_MEAN]
 _STD = [255 * s for s in IMAGENET_STD]
 
+log = logging.getLogger(__name__)
+
 
 def resolve_device(device: str = "auto") -> tuple[str, int | None]:
-    """('gpu', cuda index) or ('cpu', None) for 'auto' | 'gpu' | 'cpu'."""
+    """('gpu', cuda index) or ('cpu', None) for 'auto' | 'gpu' | 'cpu'.
+
+    The CUDA index is torch's current device: under torchrun, call
+    `torch.cuda.set_device(...)` first (`mixtrain train` does). LOCAL_RANK is not used as the
+    ordinal, since where each rank sees only its own GPU (CUDA_VISIBLE_DEVICES per rank)
+    LOCAL_RANK=3 names a device that does not exist."""
+    import torch
+
+    if device_kind(device) == "cpu":
+        return "cpu", None
+    index = torch.cuda.current_device()
+    hint = forgot_set_device(index, os.environ.get("LOCAL_RANK"), torch.cuda.device_count())
+    if hint:
+        log.warning(hint)
+    return "gpu", index
+
+
+def device_kind(device: str = "auto") -> str:
+    """'gpu' or 'cpu' for 'auto' | 'gpu' | 'cpu' (no CUDA index: safe before set_device)."""
     import torch
 
     if device not in ("auto", "gpu", "cpu"):
@@ -34,10 +55,17 @@ def resolve_device(device: str = "auto") -> tuple[str, int | None]:
     has_cuda = torch.cuda.is_available()
     if device == "gpu" and not has_cuda:
         raise UserError("device='gpu' but CUDA is not available here; use --device cpu or auto")
-    if device == "cpu" or not has_cuda:
-        return "cpu", None
-    local = os.environ.get("LOCAL_RANK")
-    return "gpu", int(local) if local is not None else torch.cuda.current_device()
+    return "gpu" if device != "cpu" and has_cuda else "cpu"
+
+
+def forgot_set_device(current: int, local_rank: str | None, count: int) -> str | None:
+    """A warning when this process looks like rank LOCAL_RANK of a multi-GPU job that did not
+    call torch.cuda.set_device (every rank would then decode on the same GPU), else None."""
+    if local_rank is None or count <= 1 or int(local_rank) >= count or int(local_rank) == current:
+        return None
+    return (f"LOCAL_RANK={local_rank} but torch's current CUDA device is {current} of {count}: "
+            f"call torch.cuda.set_device({local_rank}) before making loaders, or every rank "
+            f"decodes on GPU {current}")
 
 
 @pipeline_def(enable_conditionals=False)
@@ -87,13 +115,21 @@ def val_pipeline(files, labels, device: str, image_size: int, resize: int,
                                      num_shards=num_shards, random_shuffle=False,
                                      pad_last_batch=True, name="Reader")
     resized_hw, crop_yx = _torchvision_val_geometry(encoded, resize, image_size)
-    images = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu",
-                               output_type=types.RGB)
+    gpu = device == "gpu"
+    # jpeg_fancy_upsampling: nvJPEG's chroma upsampling as libjpeg-turbo's (PIL's), so GPU val
+    # matches torchvision (it only affects the `mixed` backend)
+    images = fn.decoders.image(encoded, device="mixed" if gpu else "cpu", output_type=types.RGB,
+                               jpeg_fancy_upsampling=True)
     images = fn.resize(images, size=resized_hw, antialias=True, interp_type=types.INTERP_LINEAR,
                        subpixel_scale=False)  # scale = rounded size / input size, as torchvision
-    images = fn.slice(images, crop_yx, [image_size, image_size], axes=[0, 1])
+    # start and shape as named arguments: argument inputs always live on the CPU. (Positional
+    # anchor/shape inputs of a GPU slice would make the list constant a GPU node, and DALI
+    # then copies it back to the host with a sync every iteration.)
+    images = fn.slice(images, start=crop_yx, shape=[image_size, image_size], axes=[0, 1])
     images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
                                       mean=_MEAN, std=_STD)
+    if gpu:
+        label = label.gpu()  # batches come out with images and labels on one device
     return images, label
 
 

@@ -13,9 +13,12 @@ raises cleanly). So bad files are stopped before they reach the decoder:
    JPEG that does not end in its EOI marker, or a PNG that does not end in IEND ->
    *suspect*: usually truncated, but bytes after the end marker are legal and DALI accepts
    them, so a suspect is decoded before it is judged.
-2. `probe_files`: decode with DALI (`fn.decoders.image`, on the loader's device), one file
-   per run so a failure always raises. Up front this runs on the suspects; mid-epoch on the
-   files of the batches DALI held when it raised.
+2. `probe_files`: decode with DALI's CPU decoder (`fn.decoders.image`), one file per run so a
+   failure always raises. Up front this runs on the suspects; mid-epoch on the files of the
+   batches DALI held when it raised. Always the CPU decoder, also when training decodes on a
+   GPU: nvJPEG accepts some files libjpeg-turbo rejects, and what counts as bad must not
+   depend on the machine. (Mid-epoch on a GPU, a file the CPU decoder reads but the GPU
+   decoder cannot is found by a second probe with `decoder="mixed"`; loader.py.)
 3. `FileWatch`: the size and mtime of every file at the up-front check; as each batch is
    handed to DALI, one stat per file says whether it vanished or changed since, and a
    changed file is checked again (`CheckedPlanSource` raises `BadFilesFound` from the
@@ -173,13 +176,12 @@ def scan_files(paths: list[str], threads: int = 16) -> tuple[dict[int, str], lis
     return bad, suspects, FileWatch(list(paths), sizes, mtimes)
 
 
-def validate_files(paths: list[str], *, device: str = "cpu", device_id: int | None = None,
-                   io_threads: int = 16) -> tuple[dict[int, str], FileWatch]:
-    """The up-front check: `scan_files`, then a DALI decode of the suspects only.
+def validate_files(paths: list[str], *, io_threads: int = 16) -> tuple[dict[int, str], FileWatch]:
+    """The up-front check: `scan_files`, then a DALI decode (CPU decoder) of the suspects only.
     Returns ({index: reason} of the bad files, the `FileWatch` for later batches)."""
     bad, suspects, watch = scan_files(paths, io_threads)
     if suspects:
-        found = probe_files([paths[i] for i in suspects], device=device, device_id=device_id, checked=True)
+        found = probe_files([paths[i] for i in suspects], checked=True)
         bad.update({suspects[j]: f"{suspect_hint(paths[suspects[j]])}; {reason}" for j, reason in found.items()})
     return dict(sorted(bad.items())), watch
 
@@ -199,10 +201,12 @@ def suspect_hint(path: str) -> str:
 
 class _Prober:
     """A minimal DALI graph, read -> decode, one file per run, fed explicitly; rebuilt after
-    every failure (a DALI pipeline that raised is no longer valid)."""
+    every failure (a DALI pipeline that raised is no longer valid). `decoder`: "cpu", or
+    "mixed" (nvJPEG on GPU `device_id`)."""
 
-    def __init__(self, device: str, device_id: int | None):
-        self.device, self.device_id = device, device_id
+    def __init__(self, decoder: str, device_id: int | None):
+        self.decoder = decoder
+        self.device_id = device_id if decoder == "mixed" else None
         self.pipe = None
 
     def _build(self):
@@ -212,8 +216,7 @@ class _Prober:
         @pipeline_def(batch_size=1, num_threads=1, device_id=self.device_id, prefetch_queue_depth=1, seed=0)
         def probe():
             paths = fn.external_source(name="paths", batch=True, dtype=types.UINT8)
-            return fn.decoders.image(fn.io.file.read(paths), output_type=types.RGB,
-                                     device="mixed" if self.device == "gpu" else "cpu")
+            return fn.decoders.image(fn.io.file.read(paths), output_type=types.RGB, device=self.decoder)
 
         pipe = probe()
         pipe.build()
@@ -246,18 +249,22 @@ def dali_reason(err: BaseException) -> str:
 _PROBERS: dict[tuple, _Prober] = {}
 
 
-def probe_files(paths: list[str], *, device: str = "cpu", device_id: int | None = None,
+def probe_files(paths: list[str], *, decoder: str = "cpu", device_id: int | None = None,
                 checked: bool = False) -> dict[int, str]:
     """Which of `paths` DALI cannot read and decode: {index: reason}.
 
     Each file is first checked with `check_file` (unless `checked`), which gives a clear
     reason for a missing or empty file, then decoded alone (measured: about 1,800 small
-    JPEGs a second on one CPU thread).
+    JPEGs a second on one CPU thread). `decoder` is "cpu" (the verdict that counts, the same
+    on every machine) or "mixed" (DALI's GPU decoder on CUDA device `device_id`).
     """
+    if decoder not in ("cpu", "mixed"):
+        raise ValueError(f"decoder={decoder!r}; valid: cpu, mixed")
     bad: dict[int, str] = {}
-    prober = _PROBERS.get((device, device_id))
+    key = (decoder, device_id if decoder == "mixed" else None)
+    prober = _PROBERS.get(key)
     if prober is None:
-        prober = _PROBERS[(device, device_id)] = _Prober(device, device_id)
+        prober = _PROBERS[key] = _Prober(*key)
     for i, p in enumerate(paths):
         verdict = OK if checked else check_file(p)
         if verdict not in (OK, SUSPECT):

@@ -26,6 +26,7 @@ from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
 from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
+from .pipelines import device_kind
 from .robust import BAD_FILES
 
 log = logging.getLogger(__name__)
@@ -34,17 +35,35 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 
 
-def _setup_distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+def dist_backend(device_kind: str) -> str:
+    """The process group's backend for the resolved device: NCCL for CUDA tensors, gloo for
+    CPU ones (with --device cpu on a CUDA machine too: NCCL cannot reduce CPU tensors)."""
+    return "nccl" if device_kind == "gpu" else "gloo"
+
+
+def cuda_ordinal(local_rank: int, device_count: int) -> int:
+    """The CUDA device of local rank `local_rank`: the rank's own when it sees all the node's
+    GPUs, the only one when each rank sees one (CUDA_VISIBLE_DEVICES per rank)."""
+    if device_count == 1:
+        return 0
+    if 0 <= local_rank < device_count:
+        return local_rank
+    raise UserError(f"LOCAL_RANK={local_rank} but this process sees {device_count} CUDA devices; "
+                    "give each rank one device or all of them")
+
+
+def _setup_distributed(device_kind: str) -> tuple[int, int, int]:
+    """(rank, world_size, local_rank). Under torchrun on a GPU, selects this rank's CUDA device
+    first (the loaders decode on torch's current device), then initialises the process group
+    with the backend for the resolved device."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_kind == "gpu" and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(cuda_ordinal(local_rank, torch.cuda.device_count()))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        torch.distributed.init_process_group(backend)
+        torch.distributed.init_process_group(dist_backend(device_kind))
     if torch.distributed.is_initialized():
-        return (torch.distributed.get_rank(), torch.distributed.get_world_size(),
-                int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank
     return 0, 1, 0
 
 
@@ -97,10 +116,13 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     if resume and not ckpt_path.is_file():
         raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
 
-    rank, world, local_rank = _setup_distributed()
+    kind = device_kind(config.data.device)
+    rank, world, local_rank = _setup_distributed(kind)
     if rank == 0:
         for message in start_warnings(config):
             print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
+    if kind == "gpu":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     torch.manual_seed(t.seed + rank)
     train_index = scan_image_folder(train_root)
     loader = TrainLoader.from_config(train_index, config, bad_files=out_dir / BAD_FILES)
@@ -131,12 +153,14 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
 
     start_epoch = 0
     if resume:
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        # onto the CPU: load_state_dict copies weights and optimizer state to their devices,
+        # and RNG states must stay CPU ByteTensors (map_location=cuda would move them)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         loader.load_state_dict(ckpt["loader"])  # refuses another dataset
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = ckpt["epoch"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        restore_rng(ckpt, on_gpu)
     loader.set_epoch(start_epoch)
 
     rows: list[dict] = []
@@ -158,13 +182,30 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
             with open(out_dir / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
             state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "loader": loader.state_dict(), "config": config.to_dict(),
-                     "torch_rng": torch.get_rng_state()}
+                     "loader": loader.state_dict(), "config": config.to_dict(), **rng_state(on_gpu)}
             atomic_save(state, ckpt_path)
             print(format_epoch(row), flush=True)
         else:
             loader.state_dict()  # keeps the collective all-reduce in step with rank 0
     return rows
+
+
+def rng_state(on_gpu: bool) -> dict:
+    """torch's RNG states for a checkpoint: the CPU one, and on a GPU every CUDA device's."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if on_gpu:
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(ckpt: dict, on_gpu: bool) -> None:
+    """Set the RNG states `rng_state` saved. States are CPU ByteTensors, whatever device the
+    checkpoint was loaded onto. CUDA states are restored when running on a GPU with as many
+    devices as when saved (a CPU checkpoint has none)."""
+    torch.set_rng_state(ckpt["torch_rng"].cpu())
+    cuda = ckpt.get("cuda_rng")
+    if on_gpu and cuda is not None and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int,
@@ -260,7 +301,8 @@ def evaluate(model, val_loader: ValLoader, amp: bool = False, world: int = 1) ->
             logits = model(images)
         top = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices
         hit = top == labels[:, None]
-        totals += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), torch.tensor(len(labels), device=dev)]).float()
+        count = torch.full((), len(labels), device=dev)  # filled on the device: no host copy
+        totals += torch.stack([hit[:, 0].sum(), hit.any(1).sum(), count]).float()
     if world > 1:
         torch.distributed.all_reduce(totals)
     top1, top5, count = totals.tolist()

@@ -48,6 +48,14 @@ def write_colour_folder(root, classes=("ant", "bee", "cat"), per_class=7, ext="p
     return root
 
 
+def write_train_val(root):
+    """DATA/train (3 classes x 32, 96 samples) and DATA/val (3 x 4) of solid colours: the
+    small dataset the CLI tests train on."""
+    write_colour_folder(str(root / "train"), per_class=32, seed=1)
+    write_colour_folder(str(root / "val"), per_class=4, seed=2)
+    return root
+
+
 def identify(images, n: int, colours=None) -> np.ndarray:
     """Sample index of each (B, 3, H, W) normalised image, by its mean colour."""
     from mixtrain_dali.config import IMAGENET_MEAN, IMAGENET_STD

@@ -60,7 +60,7 @@ def test_naive_mixing_and_pruning_train_end_to_end(tmp_path):
 
     write_colour_folder(str(tmp_path / "data" / "train"), per_class=16)
     write_colour_folder(str(tmp_path / "data" / "val"), per_class=2)
-    base = {"data": {"image_size": 32, "batch_size": 8, "threads": 1},
+    base = {"data": {"image_size": 32, "batch_size": 8, "threads": 1, "device": "cpu"},
             "train": {"arch": "resnet18", "epochs": 3}}
     naive = Config.from_dict({**base, "train": {**base["train"], "region_pooling": False},
                               "mix": {"enabled": True, "k": 4, "fraction": 0.5, "selection": "random",

@@ -14,18 +14,16 @@ import time
 import pytest
 import torch
 
-from conftest import write_colour_folder
+from conftest import write_train_val
 
 ARGS = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--batch-size", "16",
-        "--epochs", "4", "--seed", "3", "--mix-k", "2", "--mix-fraction", "0.5", "--mix-selection", "random"]
+        "--epochs", "4", "--seed", "3", "--mix-k", "2", "--mix-fraction", "0.5", "--mix-selection", "random",
+        "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("crash")
-    write_colour_folder(str(root / "train"), per_class=32, seed=1)  # 96 samples
-    write_colour_folder(str(root / "val"), per_class=4, seed=2)
-    return root
+    return write_train_val(tmp_path_factory.mktemp("crash"))
 
 
 def _cmd(data, out, resume=False) -> list[str]:

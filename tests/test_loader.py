@@ -38,9 +38,9 @@ def test_every_sample_exactly_once_per_epoch_with_its_label(colour_folder, devic
 
 
 def test_new_order_each_epoch_same_order_for_same_seed(colour_folder):
-    a = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=7, threads=2)
-    b = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=7, threads=2)
-    c = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=8, threads=2)
+    a = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=7, threads=2, device="cpu")
+    b = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=7, threads=2, device="cpu")
+    c = TrainLoader(colour_folder, batch_size=8, image_size=32, seed=8, threads=2, device="cpu")
     a0, a1 = _epoch_ids(a)[0], _epoch_ids(a)[0]
     b0, b1 = _epoch_ids(b)[0], _epoch_ids(b)[0]
     c0 = _epoch_ids(c)[0]
@@ -51,20 +51,21 @@ def test_new_order_each_epoch_same_order_for_same_seed(colour_folder):
 
 
 def test_drop_last_gives_only_full_batches(colour_folder):
-    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, drop_last=True, threads=2)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, drop_last=True, threads=2, device="cpu")
     ids, _, sizes = _epoch_ids(loader)
     assert sizes == [4] * 5 and len(set(ids)) == 20
 
 
 def test_outputs_are_float_nchw_channels_last(colour_folder):
-    images, labels = next(iter(TrainLoader(colour_folder, batch_size=4, image_size=40, threads=2)))
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=40, threads=2, device="cpu")
+    images, labels = next(iter(loader))
     assert images.shape == (4, 3, 40, 40) and images.dtype == torch.float32
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert labels.dtype == torch.int64
 
 
 def test_leaving_an_epoch_early_does_not_leak_into_the_next(colour_folder):
-    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=1, threads=2)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=1, threads=2, device="cpu")
     for i, _ in enumerate(loader):
         if i == 1:
             break
@@ -101,7 +102,7 @@ def test_mixed_epoch_covers_every_sample_once_and_tiles_show_their_sample(colour
 
 def test_recorded_losses_reach_the_table_and_the_next_plan(colour_folder):
     mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
-    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=0, threads=2)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=0, threads=2, device="cpu")
     rng = np.random.default_rng(0)
     truth = rng.uniform(0, 2, N).astype(np.float32)
     for batch in loader:  # epoch 0: warm-up, unmixed
@@ -118,7 +119,8 @@ def test_resume_gives_the_same_next_epoch_plan_and_order(colour_folder):
     mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
 
     def make():
-        return TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=5, threads=2)
+        return TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=5, threads=2,
+                           device="cpu")
 
     def run_epoch(loader):
         for batch in loader:
@@ -141,9 +143,9 @@ def test_resume_refuses_a_checkpoint_from_another_dataset(colour_folder, tmp_pat
     from conftest import write_colour_folder
 
     other = write_colour_folder(str(tmp_path / "other"), classes=("x", "y"), per_class=3)
-    state = TrainLoader(colour_folder, batch_size=4, image_size=32, threads=1).state_dict()
+    state = TrainLoader(colour_folder, batch_size=4, image_size=32, threads=1, device="cpu").state_dict()
     with pytest.raises(UserError, match="another dataset"):
-        TrainLoader(other, batch_size=4, image_size=32, threads=1).load_state_dict(state)
+        TrainLoader(other, batch_size=4, image_size=32, threads=1, device="cpu").load_state_dict(state)
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +168,10 @@ def photo_like_jpegs(tmp_path_factory):
 # crop offsets: rounding-level differences only.
 VAL_MAX_ABS = 2.0 / 255 / 0.225   # at most 2 grey levels on any pixel (normalised units)
 VAL_MEAN_ABS = 0.5 / 255 / 0.225  # and half a grey level on average
-# GPU: nvJPEG's IDCT and upsampling differ from libjpeg's (which PIL uses) by a few levels
-VAL_TOLERANCE = {"cpu": (VAL_MAX_ABS, VAL_MEAN_ABS), "gpu": (8.0 / 255 / 0.225, 1.0 / 255 / 0.225)}
+# GPU: nvJPEG's IDCT differs from libjpeg-turbo's (which PIL uses) by a level or two; its chroma
+# upsampling is libjpeg's too (val_pipeline's jpeg_fancy_upsampling). Stated, not yet measured:
+# at most 4 grey levels on any pixel, 0.75 on average.
+VAL_TOLERANCE = {"cpu": (VAL_MAX_ABS, VAL_MEAN_ABS), "gpu": (4.0 / 255 / 0.225, 0.75 / 255 / 0.225)}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -182,13 +186,15 @@ def test_val_pipeline_matches_torchvision_resize_centercrop(photo_like_jpegs, de
     got = torch.cat([x.cpu() for x, _ in loader])
     ref = torch.stack([ref_ds[i][0] for i in range(len(ref_ds))])
     diff = (got - ref).abs()
+    print(f"{device} val vs torchvision: max {diff.max() * 255 * 0.225:.2f}, "
+          f"mean {diff.mean() * 255 * 0.225:.3f} grey levels")
     max_abs, mean_abs = VAL_TOLERANCE[device]
     assert diff.max() <= max_abs, f"max abs diff {diff.max():.4f}"
     assert diff.mean() <= mean_abs, f"mean abs diff {diff.mean():.4f}"
 
 
 def test_val_sizes_scale_with_image_size(photo_like_jpegs):
-    loader = ValLoader(photo_like_jpegs, batch_size=4, image_size=112, threads=1)
+    loader = ValLoader(photo_like_jpegs, batch_size=4, image_size=112, threads=1, device="cpu")
     assert loader.data.val_resize == 128
     x, y = next(iter(loader))
     assert x.shape == (4, 3, 112, 112) and y.dtype == torch.int64
@@ -197,7 +203,8 @@ def test_val_sizes_scale_with_image_size(photo_like_jpegs):
 def test_val_shards_are_disjoint_and_cover(colour_folder):
     ids = []
     for rank in range(3):
-        loader = ValLoader(colour_folder, batch_size=4, image_size=32, rank=rank, world_size=3, threads=1)
+        loader = ValLoader(colour_folder, batch_size=4, image_size=32, rank=rank, world_size=3, threads=1,
+                           device="cpu")
         got = np.concatenate([identify(x, N) for x, _ in loader])
         assert len(got) == loader.shard_size == 7
         ids.append(got)

@@ -497,7 +497,8 @@ def test_check_data_clean_split_exits_0_and_quick_mode(tmp_path, capsys):
 
 # -- a user's mistakes: one line, exit 2 ----------------------------------------------------
 
-FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--epochs", "1"]
+FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--epochs", "1",
+        "--device", "cpu"]
 
 
 def _layout(tmp_path, how: str) -> str:

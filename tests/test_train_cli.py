@@ -7,19 +7,16 @@ import tomllib
 
 import pytest
 
-from conftest import write_colour_folder
+from conftest import write_colour_folder, write_train_val
 from mixtrain_dali.cli import main
 from mixtrain_dali.config import load_config
 
-FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress"]
+FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("small")
-    write_colour_folder(str(root / "train"), per_class=32, seed=1)  # 96 samples
-    write_colour_folder(str(root / "val"), per_class=4, seed=2)
-    return root
+    return write_train_val(tmp_path_factory.mktemp("small"))
 
 
 def _metrics(run):
