@@ -226,3 +226,27 @@ def test_a_loop_that_never_records_is_told_once(colour_folder, caplog):
                 pass
     said = [r for r in caplog.records if "no loss was ever recorded" in r.getMessage()]
     assert len(said) == 1
+
+
+def test_pipeline_is_reused_across_epochs_and_decodes_what_a_new_one_would(colour_folder):
+    """Building a pipeline costs seconds with the GPU decoder, so a clean epoch end keeps it
+    (reset, not rebuilt); the graph draws nothing at random, so epoch 2 of a reused pipeline
+    equals epoch 2 of a fresh loader, pixel for pixel. A broken-off epoch drops it."""
+    kw = dict(batch_size=4, image_size=32, seed=5, threads=1, device="cpu", scale=(0.3, 1.0))
+    loader = TrainLoader(colour_folder, **kw)
+    for _ in loader:
+        pass
+    first = loader._pipe
+    for _ in loader:
+        pass
+    assert loader._pipe is first
+    reused = [x.clone() for x, _ in loader]
+    assert loader._pipe is first
+    fresh = TrainLoader(colour_folder, **kw)
+    fresh.set_epoch(2)
+    for a, (b, _) in zip(reused, fresh):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for _ in loader:
+        break
+    assert loader._pipe is None
+    assert len([y for _, y in loader]) == len(loader)
