@@ -92,7 +92,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(data=args.data, out=args.out, epochs=args.epochs, quick=args.quick,
-             progress=not args.no_progress)
+             progress=not args.no_progress, image_size=args.image_size, device=args.device)
     return 0
 
 
@@ -149,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_make_synthetic)
 
-    p = sub.add_parser("demo", help="baseline vs MixTrain on the synthetic dataset, side by side")
-    p.add_argument("--data", default="data/synthetic", help="where the synthetic dataset is cached")
+    p = sub.add_parser("demo", help="baseline, MixTrain and training less for MixTrain's time, side by side")
+    p.add_argument("--data", default=None,
+                   help="an ImageFolder root with train/ and val/ (default: the embedded synthetic "
+                        "dataset, written to data/synthetic once)")
+    p.add_argument("--image-size", type=int, default=None, help="train crop (default the demo recipe's 64)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default=None, help="default auto")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--quick", action="store_true", help="a smaller, faster demo (for tests)")

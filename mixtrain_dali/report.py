@@ -76,13 +76,17 @@ def plot_runs(runs: dict[str, list[dict]], out: str | Path, title: str | None = 
     """Per-epoch curves of every run: val top-1, train loss, ideal and measured speedup."""
     plt = pyplot()
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (tx, *axes) = plt.subplots(1, 4, figsize=(20, 4.4))
     base = next(iter(runs.values()))
     base_time = {r["epoch"]: r["epoch_time_s"] for r in base}
     for name, rows in runs.items():
         ep = [r["epoch"] for r in rows]
         if any("val_top1" in r for r in rows):
             axes[0].plot(ep, [r.get("val_top1") for r in rows], marker="o", label=name)
+            elapsed = [sum(r["epoch_time_s"] for r in rows[:i + 1]) for i in range(len(rows))]
+            line, = tx.plot(elapsed, [r.get("val_top1") for r in rows], marker=".", label=name)
+            tx.annotate(f"{rows[-1].get('val_top1', 0):.1f}%", (elapsed[-1], rows[-1].get("val_top1") or 0),
+                        xytext=(4, 0), textcoords="offset points", fontsize=8, color=line.get_color())
         axes[1].plot(ep, [r["train_loss"] for r in rows], marker="o", label=name)
         axes[2].plot(ep, [r["ideal_speedup"] for r in rows], marker="o", linestyle="--",
                      label=f"{name}: plan (ideal)")
@@ -90,10 +94,11 @@ def plot_runs(runs: dict[str, list[dict]], out: str | Path, title: str | None = 
                     for r in rows]
         if len(runs) > 1 and rows is not base:
             axes[2].plot(ep, measured, marker="s", label=f"{name}: measured vs {next(iter(runs))}")
+    tx.set(title="val top-1 (%) against training time", xlabel="training time (s, val excluded)")
     axes[0].set(title="val top-1 (%)", xlabel="epoch")
     axes[1].set(title="train loss", xlabel="epoch")
     axes[2].set(title="epoch speedup", xlabel="epoch")
-    for ax in axes:
+    for ax in (tx, *axes):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:

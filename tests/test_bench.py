@@ -79,29 +79,47 @@ def test_spread_and_median():
 
 
 def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
-    from mixtrain_dali.config import Config
+    from mixtrain_dali.config import Config, MixConfig
     from mixtrain_dali.demo import DEMO_RECIPE
 
     acc = bench.load_benchmark("accuracy")
     base = acc.base_recipe(acc.build_parser().parse_args([]), "cpu")
     assert base["train"] == DEMO_RECIPE["train"] and base["mix"] == DEMO_RECIPE["mix"]
     c = {k: Config.from_dict(v) for k, v in acc.method_recipes(base, 1.6).items()}
+    assert set(c) == set(acc.METHODS)
     epochs = DEMO_RECIPE["train"]["epochs"]
     assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == epochs
-    assert c["baseline_short"].train.epochs == round(epochs / 1.6) and not c["baseline_short"].mix.enabled
-    b = c["mixtrain"].mix
-    assert (b.enabled, b.k, b.target_speedup, b.selection, b.gamma, b.self_correct) == \
-        (True, 4, 1.6, "loss", 1.0, True)
-    assert c["mixtrain"].train.region_pooling
+    for key, frac in (("less_75", 0.75), ("less_62", 0.625), ("less_50", 0.5)):
+        assert c[key].train.epochs == round(epochs * frac) and not c[key].mix.enabled
+    p = c["progressive"].data
+    assert p.min_image_size == base["data"]["image_size"] // 2 and not c["progressive"].mix.enabled
+    v0 = c["mix_v0"].mix
+    assert (v0.enabled, v0.k, v0.target_speedup, v0.selection, v0.gamma, v0.schedule, v0.tile_aspect,
+            v0.tile_scale, v0.loss_norm) == (True, 4, 1.6, "loss", 1.0, "flat", False, 0.0, "constituent")
+    b = c["mixtrain"].mix  # the package's defaults
+    defaults = MixConfig(enabled=True)
+    assert (b.k, b.schedule, b.tile_scale, b.loss_norm, b.selection) == \
+        (defaults.k, defaults.schedule, defaults.tile_scale, defaults.loss_norm, defaults.selection)
     d = c["naive_mix"]
     assert (d.mix.selection, d.mix.gamma, d.mix.self_correct, d.train.region_pooling) == \
         ("random", 0.0, False, False)
     assert c["prune"].mix.method == "prune" and c["prune"].mix.target_speedup == 1.6
-    assert c["mixtrain_gamma0"].mix.gamma == 0.0 and c["mixtrain_gamma0"].mix.selection == "loss"
-    assert c["mixtrain_random"].mix.selection == "random" and c["mixtrain_random"].mix.gamma == 1.0
-    assert c["mixtrain_k2"].mix.k == 2 and c["mixtrain_k2"].mix.target_speedup == 1.6
-    for cfg in c.values():  # everything else is the demo's
-        assert cfg.data == c["baseline"].data and cfg.train.lr == c["baseline"].train.lr
+    assert c["mix_norm"].mix.loss_norm == "composite" and c["mix_scale"].mix.tile_scale == 1.0
+    assert c["mix_linear"].mix.schedule == "linear" and c["mix_k2"].mix.k == 2
+    for key, cfg in c.items():  # everything else is the demo's
+        assert cfg.train.lr == c["baseline"].train.lr
+        if key != "progressive":
+            assert cfg.data == c["baseline"].data
+
+
+def test_train_less_curve_interpolates_between_its_points():
+    acc = bench.load_benchmark("accuracy")
+    point = lambda t, a: {"train_time_s": {"mean": t}, "val_top1": {"mean": a}}  # noqa: E731
+    summary = {"baseline": point(100, 90), "less_50": point(50, 70), "mixtrain": point(75, 85)}
+    assert acc.curve_at(summary, 75) == 80
+    assert acc.curve_at(summary, 40) is None and acc.curve_at(summary, 120) is None
+    goal = {g["goal"]: g for g in acc.goals(summary)}["b above the train-less curve at its time"]
+    assert goal["difference"] == 5 and goal["met"]
 
 
 # -- the quick runs -------------------------------------------------------------------------
@@ -134,15 +152,15 @@ def test_speedup_quick_compares_every_budget_with_the_baseline(tmp_path):
 
 @pytest.mark.slow
 def test_accuracy_quick_runs_every_method_on_every_seed(tmp_path):
-    result = _outputs(_bench(tmp_path, "accuracy"), "accuracy_budget_cpu_quick")
+    result = _outputs(_bench(tmp_path, "accuracy"), "accuracy_synthetic_cpu_quick")
     methods = result["methods"]
-    assert set(methods) == {"baseline", "mixtrain", "baseline_short", "naive_mix", "prune",
-                            "mixtrain_gamma0", "mixtrain_random", "mixtrain_k2"}
+    assert set(methods) == {"baseline", "less_75", "less_62", "less_50", "progressive", "prune",
+                            "naive_mix", "mixtrain"}
     seeds = result["settings"]["seeds"]
     for name, m in methods.items():
         s = m["summary"]
         assert [r["seed"] for r in m["runs"]] == seeds, name
         assert 0 <= s["val_top1"]["min"] <= s["val_top1"]["mean"] <= s["val_top1"]["max"] <= 100
         assert _positive(s["train_time_s"]["mean"]) and s["train_time_s"]["std"] >= 0
-    assert methods["baseline_short"]["summary"]["epochs"] < methods["baseline"]["summary"]["epochs"]
-    assert len(result["goals"]) == 4 and all(isinstance(g["met"], bool) for g in result["goals"])
+    assert methods["less_50"]["summary"]["epochs"] < methods["baseline"]["summary"]["epochs"]
+    assert len(result["goals"]) >= 5 and all(isinstance(g["met"], bool) for g in result["goals"])

@@ -182,3 +182,23 @@ def test_mix_flags_without_mix_k_are_said_to_do_nothing(capsys):
     args = build_parser().parse_args(["train", "--data", "x", "--mix-speedup", "1.6"])
     assert not _config_from_args(args).mix.enabled
     assert "--mix-speedup has no effect: mixing is off" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_shows_baseline_mixtrain_and_training_less_side_by_side(tmp_path, capsys):
+    """`mixtrain demo --quick --data DIR`: three runs, the third trained for as many epochs as fit
+    in MixTrain's measured time, one table and the accuracy-vs-time plot."""
+    from mixtrain_dali.demo import QUICK_DATA
+    from mixtrain_dali.synthetic import make_synthetic
+
+    data = make_synthetic(str(tmp_path / "data"), **QUICK_DATA)
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--data", str(data), "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"baseline", "mixtrain", "train_less"} <= set(summary)
+    assert 1 <= summary["train_less"]["epochs"] <= summary["baseline"]["epochs"]
+    table = (out / "summary.md").read_text()
+    assert "| train_less |" in table and (out / "demo.png").stat().st_size > 0
+    assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "has no train/ folder" in capsys.readouterr().err
