@@ -68,8 +68,15 @@ def forgot_set_device(current: int, local_rank: str | None, count: int) -> str |
             f"decodes on GPU {current}")
 
 
+# the GPU decoder's buffers sized up front, as NVIDIA's ResNet-50 example does (no reallocation
+# when a larger image comes); DALI ignores them on the CPU
+_GPU_DECODER_HINTS = dict(device_memory_padding=211025920, host_memory_padding=140544512,
+                          preallocate_width_hint=5980, preallocate_height_hint=6430)
+
+
 @pipeline_def(enable_conditionals=False)
-def train_pipeline(source, device: str, image_size: int, mixing: bool):
+def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_upsampling: bool = False,
+                   decoder_hints: bool = True):
     if mixing:
         paths, flips, windows, tile_hw, paste_ids, anchors = fn.external_source(
             source=source, num_outputs=6, batch=True, parallel=False,
@@ -81,9 +88,11 @@ def train_pipeline(source, device: str, image_size: int, mixing: bool):
         tile_hw = [image_size, image_size]
     encoded = fn.io.file.read(paths)
     start, shape = crop_window(encoded, windows)
+    hints = _GPU_DECODER_HINTS if device == "gpu" and decoder_hints else {}
+    # fancy_upsampling: libjpeg's (PIL's) chroma upsampling; val uses it, to match torchvision
     images = fn.decoders.image_slice(
         encoded, start, shape, axis_names="HW", device="mixed" if device == "gpu" else "cpu",
-        output_type=types.RGB, jpeg_fancy_upsampling=True)  # libjpeg's chroma upsampling, as PIL
+        output_type=types.RGB, jpeg_fancy_upsampling=fancy_upsampling, **hints)
     images = fn.resize(images, size=tile_hw, antialias=True, interp_type=types.INTERP_LINEAR)
     images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
                                       mean=_MEAN, std=_STD, mirror=flips)
