@@ -163,8 +163,8 @@ def summary(stages_run: dict, v: dict, command: str, when: str) -> tuple[dict, s
         for k, c in d["comparisons"].items():
             f = (lambda x, n=3: "-" if x is None else f"{x:.{n}f}")
             md += [f"| {k} | {c['target_speedup']:g} | {f(c['ideal'])} | {f(c['measured'])} | {f(c['efficiency'])} |"]
-    md += ["", "Per-epoch wall time includes building the epoch's DALI pipeline (the loader rebuilds it "
-           "every epoch); short epochs make that a visible share.", ""]
+    md += ["", "Per-epoch wall time includes the loader's per-epoch work (planning, uploading the plan "
+           "rows, resetting its DALI pipeline); short epochs make that a visible share.", ""]
     return res, "\n".join(md)
 
 

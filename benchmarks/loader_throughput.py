@@ -337,8 +337,8 @@ def _notes(s: dict) -> str:
         f"- MixTrain k=4: MixConfig(enabled=True, k={m['k']}, fraction={m['fraction']}, selection="
         f"{m['selection']!r}, warmup_epochs=0, final_full_fraction=0, gamma=0, self_correct=False); "
         "every pass mixes.",
-        "- Each pass includes what the loader does once per epoch (our TrainLoader plans and builds "
-        "its DALI pipeline per epoch); warm-up passes and the first batch are not timed.",
+        "- Each pass includes what the loader does once per epoch (our TrainLoader plans the epoch and "
+        "resets its DALI pipeline, built once); warm-up passes and the first batch are not timed.",
         "- DataLoader workers are persistent; memory is pinned only with a GPU.",
     ]) + "\n"
 

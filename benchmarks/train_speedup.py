@@ -263,8 +263,8 @@ def _notes(base: dict) -> str:
         f"warmup_epochs={m['warmup_epochs']}, final_full_fraction={m['final_full_fraction']}), "
         "loss-based selection and adaptive shares (defaults); a budget the candidates cannot fill "
         "gives a lower ideal speedup, reported as such.",
-        "- Epoch time is the training loop only (validation is not run); it includes building the "
-        "epoch's DALI pipeline.",
+        "- Epoch time is the training loop only (validation is not run); it includes the loader's "
+        "per-epoch work (planning, resetting its DALI pipeline).",
     ])
 
 
