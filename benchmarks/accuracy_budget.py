@@ -81,6 +81,8 @@ def build_parser(prog: str | None = None):
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
                    help=f"which methods to run (default {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
+    p.add_argument("--stem", choices=["imagenet", "cifar"], default=None,
+                   help="ResNet stem (cifar: 3x3/1, no max-pool, for 32 px images)")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
     p.add_argument("--val-resize", type=int, default=None,
@@ -110,6 +112,8 @@ def base_recipe(args, device: str) -> dict:
     r["train"]["epochs"] = args.epochs or (QUICK["epochs"] if q else r["train"]["epochs"])
     if args.arch:
         r["train"]["arch"] = args.arch
+    if args.stem:
+        r["train"]["stem"] = args.stem
     if args.lr is not None:
         r["train"]["lr"] = args.lr
     return r
@@ -237,6 +241,52 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="mixtrain-accuracy-"))
     runs: dict[str, list[dict]] = {k: [] for k in configs}
     todo = [(seed, k) for seed in seeds for k in configs]  # interleaved: drift hits all methods alike
+
+    def report(done: int):
+        """Write the JSON, table and plot of the runs so far (after every run: nothing is lost if
+        a long benchmark is stopped; the header says how many of the runs are in)."""
+        summary = {k: summarize_method(v) for k, v in runs.items() if v}
+        verdict = goals(summary)
+        settings = {"quick": args.quick, "device": device, "seeds": seeds, "speedup": args.speedup,
+                    "epochs": base["train"]["epochs"], "torch_threads": torch_threads, "tolerance": TOLERANCE,
+                    "dataset": spec, "recipe": base,
+                    "configs": {k: c.to_dict() for k, c in configs.items()}}
+        result = {"benchmark": NAME, "title": "Accuracy at an equal budget", "date": when, "command": command,
+                  "argv": argv, "process_command": " ".join(sys.argv), "machine": machine, "settings": settings,
+                  "data": str(data), "methods": {k: {"label": METHODS[k], "summary": summary[k], "runs": runs[k]}
+                                                 for k in summary},
+                  "goals": verdict, "total_time_s": time.perf_counter() - start,
+                  "runs_done": done, "runs_planned": len(todo)}
+
+        table = _table(summary, args.speedup)
+        goals_md = _goals_table(verdict)
+        t = base["train"]
+        what = (f"final val top-1 and training wall time (sum of epoch times, validation excluded), mean ± std "
+                f"over seeds {', '.join(map(str, seeds))}: {t['arch']} at {base['data']['image_size']} px, batch "
+                f"{base['data']['batch_size']}, E = {t['epochs']} epochs, S = {args.speedup:g}, on "
+                f"{_dataset_words(spec, data)} (full val set), device {device}, torch threads {torch_threads}")
+        headline = None
+        if "mixtrain" in summary and "baseline" in summary:
+            a, b = summary["baseline"], summary["mixtrain"]
+            top_b, top_a = b["val_top1"]["mean"], a["val_top1"]["mean"]
+            at = curve_at(summary, b["train_time_s"]["mean"])
+            vs_curve = "" if at is None else f", {top_b - at:+.2f} points vs training less for the same time"
+            headline = (f"MixTrain: {top_b:.2f}% top-1 vs baseline {top_a:.2f}% ({top_b - top_a:+.2f} points) "
+                        f"in {a['train_time_s']['mean'] / b['train_time_s']['mean']:.2f}x less training time"
+                        f"{vs_curve} (means of {len(seeds)} seeds)")
+        title = f"Accuracy at equal training time, {spec['name']}, {device.upper()}"
+        partial = "" if done == len(todo) else f" (PARTIAL: {done} of {len(todo)} runs)"
+        md = common.header(title + (" (quick)" if args.quick else "") + (f" [{args.tag}]" if args.tag else "") + partial,
+                           what, machine, when, command, result=headline)
+        md += table + "\n\n" + (goals_md + "\n\n" if goals_md else "") + _notes(args.speedup) + "\n"
+        stem = common.stem(f"accuracy_{_slug(spec['name'])}" + (f"_{_slug(args.tag)}" if args.tag else ""),
+                           device, args.quick)
+        paths = common.write_results(out, stem, result, md)
+        curve_plot(out / f"{stem}.png", summary, args.speedup,
+                   f"{spec['name']}: accuracy vs training time ({t['arch']}, {base['data']['image_size']} px, "
+                   f"E = {t['epochs']}, {len(seeds)} seeds, {device})")
+        return result, paths, stem, table, goals_md
+
     start = time.perf_counter()
     try:
         for i, (seed, key) in enumerate(todo):
@@ -255,48 +305,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
                               "train_time_s": s["wall_time_s"], "run_time_s": time.perf_counter() - t0,
                               "steps": s["steps"], "samples": s["samples"], "epochs": s["epochs"],
                               "metrics": rows})
+            if i + 1 < len(todo):
+                report(i + 1)
     finally:
         if not args.runs_dir:
             shutil.rmtree(runs_dir, ignore_errors=True)
 
-    summary = {k: summarize_method(v) for k, v in runs.items()}
-    verdict = goals(summary)
-    settings = {"quick": args.quick, "device": device, "seeds": seeds, "speedup": args.speedup,
-                "epochs": base["train"]["epochs"], "torch_threads": torch_threads, "tolerance": TOLERANCE,
-                "dataset": spec, "recipe": base,
-                "configs": {k: c.to_dict() for k, c in configs.items()}}
-    result = {"benchmark": NAME, "title": "Accuracy at an equal budget", "date": when, "command": command,
-              "argv": argv, "process_command": " ".join(sys.argv), "machine": machine, "settings": settings,
-              "data": str(data), "methods": {k: {"label": METHODS[k], "summary": summary[k], "runs": runs[k]}
-                                             for k in runs},
-              "goals": verdict, "total_time_s": time.perf_counter() - start}
-
-    table = _table(summary, args.speedup)
-    goals_md = _goals_table(verdict)
-    t = base["train"]
-    what = (f"final val top-1 and training wall time (sum of epoch times, validation excluded), mean ± std "
-            f"over seeds {', '.join(map(str, seeds))}: {t['arch']} at {base['data']['image_size']} px, batch "
-            f"{base['data']['batch_size']}, E = {t['epochs']} epochs, S = {args.speedup:g}, on "
-            f"{_dataset_words(spec, data)} (full val set), device {device}, torch threads {torch_threads}")
-    headline = None
-    if "mixtrain" in summary and "baseline" in summary:
-        a, b = summary["baseline"], summary["mixtrain"]
-        top_b, top_a = b["val_top1"]["mean"], a["val_top1"]["mean"]
-        at = curve_at(summary, b["train_time_s"]["mean"])
-        vs_curve = "" if at is None else f", {top_b - at:+.2f} points vs training less for the same time"
-        headline = (f"MixTrain: {top_b:.2f}% top-1 vs baseline {top_a:.2f}% ({top_b - top_a:+.2f} points) "
-                    f"in {a['train_time_s']['mean'] / b['train_time_s']['mean']:.2f}x less training time"
-                    f"{vs_curve} (means of {len(seeds)} seeds)")
-    title = f"Accuracy at equal training time, {spec['name']}, {device.upper()}"
-    md = common.header(title + (" (quick)" if args.quick else "") + (f" [{args.tag}]" if args.tag else ""),
-                       what, machine, when, command, result=headline)
-    md += table + "\n\n" + (goals_md + "\n\n" if goals_md else "") + _notes(args.speedup) + "\n"
-    stem = common.stem(f"accuracy_{_slug(spec['name'])}" + (f"_{_slug(args.tag)}" if args.tag else ""),
-                       device, args.quick)
-    paths = common.write_results(out, stem, result, md)
-    curve_plot(out / f"{stem}.png", summary, args.speedup,
-               f"{spec['name']}: accuracy vs training time ({t['arch']}, {base['data']['image_size']} px, "
-               f"E = {t['epochs']}, {len(seeds)} seeds, {device})")
+    result, paths, stem, table, goals_md = report(len(todo))
     print(f"\nwrote {paths['json']}, {paths['md']}, {out / (stem + '.png')}")
     print(f"\n{table}" + (f"\n\n{goals_md}" if goals_md else ""))
     return result
