@@ -21,6 +21,7 @@ curve, p and e. The script reports what it measures either way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -78,7 +79,7 @@ def build_parser(prog: str | None = None):
                    help="E (default the demo recipe's epochs; 3 with --quick)")
     p.add_argument("--speedup", type=float, default=1.6,
                    help="target speedup S of the flat-budget methods (default 1.6)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
+    p.add_argument("--methods", nargs="*", choices=list(METHODS), default=DEFAULT_METHODS,
                    help=f"which methods to run (default {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
     p.add_argument("--stem", choices=["imagenet", "cifar"], default=None,
@@ -93,6 +94,9 @@ def build_parser(prog: str | None = None):
                    help=f"composites per step (default the demo's 32; {QUICK['batch_size']} with --quick)")
     p.add_argument("--lr", type=float, default=None, help="lr for batch 256 (default the demo's)")
     p.add_argument("--threads", type=int, default=None, help="DALI CPU threads (default the demo's 2)")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="result files of earlier runs with the same recipe and data: their methods "
+                        "join this report (a method run here replaces theirs)")
     p.add_argument("--runs-dir", default=None,
                    help="keep the training runs here; default: a temporary folder removed at the end")
     return p
@@ -223,7 +227,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {seeds} has duplicates")
     base = base_recipe(args, device)
-    recipes = {k: v for k, v in method_recipes(base, args.speedup).items() if k in args.methods}
+    all_recipes = method_recipes(base, args.speedup)
+    recipes = {k: v for k, v in all_recipes.items() if k in args.methods}
     configs = {k: Config.from_dict(v, source=f"method {k}") for k, v in recipes.items()}  # checks all first
     out = common.out_dir(args)
     machine, when = common.machine_info(), common.now()
@@ -240,17 +245,22 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="mixtrain-accuracy-"))
     runs: dict[str, list[dict]] = {k: [] for k in configs}
+    merged_configs = _merge(args.merge, base, spec, runs)
+    same_as = _defaults_twin(all_recipes, merged_configs, runs) if "mixtrain" not in configs else None
     todo = [(seed, k) for seed in seeds for k in configs]  # interleaved: drift hits all methods alike
 
     def report(done: int):
         """Write the JSON, table and plot of the runs so far (after every run: nothing is lost if
         a long benchmark is stopped; the header says how many of the runs are in)."""
-        summary = {k: summarize_method(v) for k, v in runs.items() if v}
+        if same_as:  # b is the package defaults: the same configuration already ran under another name
+            runs["mixtrain"] = runs[same_as]
+        summary = {k: summarize_method(runs[k]) for k in METHODS if runs.get(k)}
         verdict = goals(summary)
         settings = {"quick": args.quick, "device": device, "seeds": seeds, "speedup": args.speedup,
                     "epochs": base["train"]["epochs"], "torch_threads": torch_threads, "tolerance": TOLERANCE,
                     "dataset": spec, "recipe": base,
-                    "configs": {k: c.to_dict() for k, c in configs.items()}}
+                    "configs": {**merged_configs, **{k: c.to_dict() for k, c in configs.items()}},
+                    "merged_from": list(args.merge), "mixtrain_is": same_as}
         result = {"benchmark": NAME, "title": "Accuracy at an equal budget", "date": when, "command": command,
                   "argv": argv, "process_command": " ".join(sys.argv), "machine": machine, "settings": settings,
                   "data": str(data), "methods": {k: {"label": METHODS[k], "summary": summary[k], "runs": runs[k]}
@@ -278,7 +288,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         partial = "" if done == len(todo) else f" (PARTIAL: {done} of {len(todo)} runs)"
         md = common.header(title + (" (quick)" if args.quick else "") + (f" [{args.tag}]" if args.tag else "") + partial,
                            what, machine, when, command, result=headline)
-        md += table + "\n\n" + (goals_md + "\n\n" if goals_md else "") + _notes(args.speedup) + "\n"
+        twin = (f"b (the package defaults) is the same configuration as {same_as}: one set of runs, shown "
+                f"on both rows.\n\n" if same_as else "")
+        merged = (f"Merged from earlier runs of this recipe: {', '.join(args.merge)}.\n\n" if args.merge else "")
+        md += table + "\n\n" + twin + merged + (goals_md + "\n\n" if goals_md else "") + _notes(args.speedup) + "\n"
         stem = common.stem(f"accuracy_{_slug(spec['name'])}" + (f"_{_slug(args.tag)}" if args.tag else ""),
                            device, args.quick)
         paths = common.write_results(out, stem, result, md)
@@ -359,6 +372,45 @@ def curve_plot(path: Path, summary: dict, speedup: float, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     return common._save(fig, path)
+
+
+def _merge(paths: list[str], base: dict, spec: dict, runs: dict) -> dict:
+    """Fold the runs of earlier result files into `runs` (methods not run now); returns their
+    configs. Refuses a file of another recipe or dataset: its points would not be comparable."""
+    from mixtrain_dali.errors import UserError
+
+    configs = {}
+    for path in paths:
+        try:
+            old = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"--merge {path!r}: cannot read it as a result file ({e})") from None
+        o = old.get("settings", {})
+        if o.get("recipe") != base or o.get("dataset", {}).get("name") != spec.get("name"):
+            raise UserError(f"--merge {path!r} was run with another recipe or dataset than this run")
+        for key, m in old.get("methods", {}).items():
+            if key in METHODS and key in o.get("configs", {}) and not runs.get(key):
+                runs[key] = m["runs"]
+                configs[key] = o["configs"][key]
+    return configs
+
+
+def _defaults_twin(recipes: dict, merged_configs: dict, runs: dict) -> str | None:
+    """The method, run or merged, whose mixing is exactly the package defaults' (b), if any
+    (e.g. mix_v0 while the defaults are v0's): its runs stand for b too, not run twice."""
+    from mixtrain_dali.config import MixConfig
+
+    def effective(mix: dict) -> dict:
+        m = MixConfig(**mix)
+        d = {k: v for k, v in dataclasses.asdict(m).items() if k not in ("fraction", "target_speedup")}
+        return {**d, "f": m.mix_fraction()}
+
+    b = effective(recipes["mixtrain"]["mix"])
+    ran = {**{k: r["mix"] for k, r in recipes.items() if k in runs}, **{k: c["mix"] for k, c in merged_configs.items()}}
+    for key, mix in ran.items():
+        if key != "mixtrain" and mix.get("enabled") and effective(mix) == b:
+            return key
+    return None
 
 
 def _slug(text: str) -> str:
