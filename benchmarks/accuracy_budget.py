@@ -175,10 +175,11 @@ def summarize_method(runs: list[dict]) -> dict:
             "epochs": runs[0]["epochs"] if runs else None}
 
 
-def curve_at(summary: dict, time_s: float) -> float | None:
-    """The train-less curve's top-1 (means, linear between its points) at `time_s`; None
-    outside the curve's time range or with fewer than two of its points."""
-    pts = sorted((summary[k]["train_time_s"]["mean"], summary[k]["val_top1"]["mean"])
+def curve_at(summary: dict, time_s: float, axis: str = "train_time_s") -> float | None:
+    """The train-less curve's top-1 (means, linear between its points) at `time_s` (or at a
+    number of steps, axis="steps"); None outside the curve's range or with fewer than two
+    of its points."""
+    pts = sorted((summary[k][axis]["mean"], summary[k]["val_top1"]["mean"])
                  for k in CURVE if k in summary)
     if len(pts) < 2 or not pts[0][0] <= time_s <= pts[-1][0]:
         return None
@@ -338,13 +339,15 @@ def _table(summary: dict, speedup: float) -> str:
         d_top = f"{top['mean'] - a['val_top1']['mean']:+.2f}" if a else "-"
         t_ratio = f"{a['train_time_s']['mean'] / tt['mean']:.2f}x" if a else "-"
         at = None if key in CURVE else curve_at(summary, tt["mean"])
+        at_steps = None if key in CURVE else curve_at(summary, s["steps"]["mean"], "steps")
         rows.append([_label(key, speedup), s["epochs"],
                      f"{top['mean']:.2f} ± {top['std']:.2f}", f"{top['min']:.2f}-{top['max']:.2f}", d_top,
                      "-" if at is None else f"{top['mean'] - at:+.2f}",
+                     "-" if at_steps is None else f"{top['mean'] - at_steps:+.2f}",
                      f"{tt['mean']:.1f} ± {tt['std']:.1f}", t_ratio, f"{s['steps']['mean']:.0f}", top["n"]])
     return common.markdown_table(
-        ["method", "epochs", "val top-1 (%)", "min-max", "Δ vs a", "vs curve", "train time (s)",
-         "time saved vs a", "steps", "seeds"], rows)
+        ["method", "epochs", "val top-1 (%)", "min-max", "Δ vs a", "vs curve (time)", "vs curve (steps)",
+         "train time (s)", "time saved vs a", "steps", "seeds"], rows)
 
 
 def curve_plot(path: Path, summary: dict, speedup: float, title: str) -> Path:
@@ -447,7 +450,10 @@ def _notes(speedup: float) -> str:
         f"- d, e and the flat ablations plan a {speedup:g}x smaller epoch after one warm-up epoch and "
         "before the final 12.5% of epochs (unmixed); c trains fewer epochs with the same recipe (its "
         "cosine schedule ends sooner); vs curve = top-1 minus the train-less curve's (linear between "
-        "its points) at the method's mean training time, '-' outside the curve's range.",
+        "its points) at the method's mean training time, '-' outside the curve's range; vs curve (steps): "
+        "the same at the method's number of optimizer steps (every step takes a batch of the same "
+        "input size, except under progressive resizing), a measure that noise from other work on the "
+        "machine cannot move.",
         "- naive mixing: MixConfig(selection='random', gamma=0, self_correct=False, k=4), "
         "TrainConfig(region_pooling=False); pruning: MixConfig(method='prune'), InfoBatch-style (random "
         "part of the below-mean-loss samples skipped, kept ones' loss rescaled).",
