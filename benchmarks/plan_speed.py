@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if k == 1:
             cfg = MixConfig(enabled=False)
         else:
-            cfg = MixConfig(enabled=True, k=k, target_speedup=args.speedup, warmup_epochs=1)
+            cfg = MixConfig(enabled=True, k=k, target_speedup=args.speedup, warmup_epochs=1,
+                                schedule="flat", selection="loss")
         ctl = MixController(cfg, args.n, CANVAS, seed=args.seed, epochs=None)
         ctls[k] = ctl
         plan, times = time_plan(ctl, 5, losses, mixed_last, args.repeats)

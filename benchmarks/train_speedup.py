@@ -79,7 +79,8 @@ def recipe(args, device: str) -> dict:
         r["train"]["arch"] = args.arch
     if args.lr is not None:
         r["train"]["lr"] = args.lr
-    r["mix"].update(k=args.k)
+    # a flat budget: every mixing epoch plans the same speedup, so epochs can be compared
+    r["mix"].update(k=args.k, schedule="flat", selection="loss")
     return r
 
 
@@ -260,8 +261,8 @@ def _notes(base: dict) -> str:
         "- steps, s / epoch and images/s: medians over the mixing epochs (the baseline over the same "
         "epochs); the first repeat is shown, the speedups are medians over repeats.",
         f"- MixTrain: MixConfig(enabled=True, k={m['k']}, target_speedup=S, "
-        f"warmup_epochs={m['warmup_epochs']}, final_full_fraction={m['final_full_fraction']}), "
-        "loss-based selection and adaptive shares (defaults); a budget the candidates cannot fill "
+        f"warmup_epochs={m['warmup_epochs']}, final_full_fraction={m['final_full_fraction']}, "
+        "schedule='flat', selection='loss'), adaptive shares; a budget the candidates cannot fill "
         "gives a lower ideal speedup, reported as such.",
         "- Epoch time is the training loop only (validation is not run); it includes the loader's "
         "per-epoch work (planning, resetting its DALI pipeline).",

@@ -34,7 +34,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("mixing (MixTrain)")
     g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off")
     g.add_argument("--mix-fraction", type=float, help="fraction of samples mixed per mixing epoch")
-    g.add_argument("--mix-speedup", type=float, help="target ideal epoch speedup instead of a fraction")
+    g.add_argument("--mix-speedup", type=float,
+                   help="target ideal epoch speedup instead of a fraction (linear schedule: the mean "
+                        "over the mixing epochs)")
     g.add_argument("--mix-selection", choices=["loss", "random"], help="loss: below-threshold samples")
     g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal")
     g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start")

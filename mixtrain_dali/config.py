@@ -82,11 +82,12 @@ class MixConfig:
     enabled: bool = False
     method: str = "mix"              # mix: MixTrain; prune: InfoBatch-style loss-based pruning
     k: int = 4                       # constituents per composite, 1..4 (1 = no mixing)
-    fraction: float | None = None    # share of samples mixed per mixing epoch ...
-    target_speedup: float | None = None  # ... or the ideal epoch speedup S (one of the two)
+    fraction: float | None = None    # share of samples mixed per mixing epoch (linear: in the first) ...
+    target_speedup: float | None = None  # ... or the ideal epoch speedup S (linear: the mean over
+                                     # the mixing epochs); neither: S = 1.6 flat, fraction 1 linear
     warmup_epochs: int = 1           # first epochs unmixed, so every sample has a loss
     final_full_fraction: float = 0.125  # last part of training unmixed
-    selection: str = "loss"          # loss: below-threshold candidates; random: any seen sample
+    selection: str = "random"        # random: any seen sample; loss: below-threshold candidates only
     threshold: str = "mean"          # mean | median of the loss table
     gamma: float = 1.0               # area share ~ (loss + eps) ** gamma; 0 = equal shares
     eps: float = 0.05
@@ -94,8 +95,9 @@ class MixConfig:
     share_max: float = 0.75
     min_side_frac: float = 0.125     # no tile side below this fraction of the canvas side
     self_correct: bool = True        # a sample whose mixed loss exceeded the threshold is unmixed next
-    schedule: str = "flat"           # flat: the same fraction every mixing epoch; linear: the
-                                     # fraction decays linearly to 0 over the mixing epochs
+    schedule: str = "linear"         # linear: the fraction decays linearly to 0 over the mixing
+                                     # epochs (best at equal steps on CIFAR-10, see the README);
+                                     # flat: the same fraction every mixing epoch
     tile_aspect: bool = False        # a tile's source window takes the tile's aspect ratio
     tile_scale: float = 0.0          # ... and an area * share ** tile_scale (1: objects keep their
                                      # pixel size; 0: the whole crop shrunk into the tile)
@@ -143,9 +145,12 @@ class MixConfig:
 
     def mix_fraction(self) -> float:
         """The fraction f of samples mixed (or, for method=prune, skipped) in a mixing epoch
-        (DESIGN.md, speedup arithmetic; pruning: S = 1 / (1 - f))."""
+        (DESIGN.md, speedup arithmetic; pruning: S = 1 / (1 - f)); under schedule="linear"
+        with a target speedup, the mean over the mixing epochs (controller.fraction_at)."""
         if self.fraction is not None:
             return self.fraction
+        if self.target_speedup is None and self.schedule == "linear" and self.method == "mix":
+            return 1.0 if self.k > 1 else 0.0  # everything mixed in the first mixing epoch, decaying
         speedup = 1.6 if self.target_speedup is None else self.target_speedup
         if self.method == "prune":
             return 1 - 1 / speedup

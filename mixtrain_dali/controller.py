@@ -59,15 +59,20 @@ class MixController:
         return self.epochs is None or epoch < self.epochs - self.final_full_epochs()
 
     def fraction_at(self, epoch: int) -> float:
-        """The mix (or prune) fraction of a mixing epoch: flat, or under schedule="linear" the
-        configured fraction in the first mixing epoch, decaying linearly over the M mixing
-        epochs (j-th: f * (M - j) / M), like a progressive-resizing ramp."""
+        """The mix (or prune) fraction of a mixing epoch: flat, or under schedule="linear" a
+        fraction f in the first mixing epoch decaying linearly over the M mixing epochs (j-th:
+        f * (M - j) / M), like a progressive-resizing ramp. f is the configured fraction, or
+        the one whose mean over the M epochs meets the target speedup."""
         c = self.config
         f = c.mix_fraction()
         if c.schedule == "flat" or self.epochs is None:
             return f
-        span = self.epochs - self.final_full_epochs() - c.warmup_epochs
-        return f * (span - (epoch - c.warmup_epochs)) / max(1, span)
+        span = max(1, self.epochs - self.final_full_epochs() - c.warmup_epochs)
+        if c.fraction is None and c.target_speedup is not None:
+            # a target speedup is the mean over the mixing epochs: the mean of f * (M - j) / M
+            # over j = 0..M-1 is f * (M + 1) / (2 M), so the first epoch takes more
+            f = min(1.0, f * 2 * span / (span + 1))
+        return f * (span - (epoch - c.warmup_epochs)) / span
 
     # -- planning ---------------------------------------------------------------------
     def plan(self, epoch: int, losses: np.ndarray | None = None,

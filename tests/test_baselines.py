@@ -12,7 +12,7 @@ from mixtrain_dali.nn import mix_loss
 
 def _prune_controller(n=2000, speedup=1.6, **kw):
     cfg = MixConfig(enabled=True, method="prune", target_speedup=speedup, warmup_epochs=1,
-                    final_full_fraction=0.0, **kw)
+                    final_full_fraction=0.0, schedule="flat", selection="loss", **kw)
     return MixController(cfg, n, (32, 32), seed=0, epochs=10)
 
 

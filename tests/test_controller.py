@@ -24,7 +24,8 @@ LOGGER = "mixtrain_dali.controller"
 # ------------------------------------------------------------------ helpers
 
 def _cfg(**kw) -> MixConfig:
-    base = dict(enabled=True, k=4, target_speedup=1.6, warmup_epochs=1)
+    # the rules one at a time: a flat budget and loss-based selection unless a test says otherwise
+    base = dict(enabled=True, k=4, target_speedup=1.6, warmup_epochs=1, schedule="flat", selection="loss")
     base.update(kw)
     if "fraction" in kw and "target_speedup" not in kw:
         base["target_speedup"] = None
@@ -748,3 +749,17 @@ def test_schedule_and_tile_options_are_checked():
         _cfg(tile_scale=1.5)
     with pytest.raises(UserError, match="loss_norm='mean'"):
         _cfg(loss_norm="mean")
+
+
+def test_linear_target_speedup_is_met_on_average_over_the_mixing_epochs():
+    n, epochs = 8000, 18  # warm-up 1, final ceil(0.125 * 18) = 3: 14 mixing epochs
+    ctl = _ctl(n, epochs=epochs, k=4, target_speedup=1.6, selection="random", schedule="linear")
+    losses = np.random.default_rng(1).random(n).astype(np.float32)
+    fractions = [ctl.plan(e, losses).n_mixed_samples / n for e in range(1, 15)]
+    assert fractions[0] == pytest.approx(0.5 * 2 * 14 / 15, abs=0.01) and fractions[-1] < 0.1
+    assert np.mean(fractions) == pytest.approx(0.5, abs=0.01)  # the flat budget's f for x1.6
+
+
+def test_package_defaults_mix_everything_first_then_decay():
+    cfg = MixConfig(enabled=True)
+    assert (cfg.schedule, cfg.selection, cfg.mix_fraction()) == ("linear", "random", 1.0)

@@ -101,7 +101,8 @@ def test_mixed_epoch_covers_every_sample_once_and_tiles_show_their_sample(colour
 
 
 def test_recorded_losses_reach_the_table_and_the_next_plan(colour_folder):
-    mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
+    mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0,
+                    selection="loss")
     loader = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, seed=0, threads=2, device="cpu")
     rng = np.random.default_rng(0)
     truth = rng.uniform(0, 2, N).astype(np.float32)
