@@ -164,3 +164,14 @@ def test_accuracy_quick_runs_every_method_on_every_seed(tmp_path):
         assert _positive(s["train_time_s"]["mean"]) and s["train_time_s"]["std"] >= 0
     assert methods["less_50"]["summary"]["epochs"] < methods["baseline"]["summary"]["epochs"]
     assert len(result["goals"]) >= 5 and all(isinstance(g["met"], bool) for g in result["goals"])
+
+
+@pytest.mark.slow
+def test_demo_quick_records_baseline_mixtrain_and_training_less(tmp_path):
+    out = _bench(tmp_path, "demo")
+    result = json.loads((out / "demo_cpu_quick.json").read_text())
+    md = (out / "demo_cpu_quick.md").read_text()
+    assert md.startswith("# Demo") and "**Command:**" in md and "| train_less |" in md
+    assert (out / "demo_cpu_quick.png").stat().st_size > 0 and result["settings"]["device"] == "cpu"
+    assert {"baseline", "mixtrain", "train_less"} <= set(result["summary"])
+    assert result["summary"]["train_less"]["epochs"] <= result["summary"]["baseline"]["epochs"]
