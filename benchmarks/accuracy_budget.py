@@ -378,8 +378,9 @@ def curve_plot(path: Path, summary: dict, speedup: float, title: str) -> Path:
 
 
 def _merge(paths: list[str], base: dict, spec: dict, runs: dict) -> dict:
-    """Fold the runs of earlier result files into `runs` (methods not run now); returns their
-    configs. Refuses a file of another recipe or dataset: its points would not be comparable."""
+    """Fold the runs of earlier result files into `runs`: methods not run now, each seed once
+    (a later file adds the seeds an earlier one lacks); returns their configs. Refuses a file
+    of another recipe or dataset: its points would not be comparable."""
     from mixtrain_dali.errors import UserError
 
     configs = {}
@@ -392,9 +393,13 @@ def _merge(paths: list[str], base: dict, spec: dict, runs: dict) -> dict:
         if o.get("recipe") != base or o.get("dataset", {}).get("name") != spec.get("name"):
             raise UserError(f"--merge {path!r} was run with another recipe or dataset than this run")
         for key, m in old.get("methods", {}).items():
-            if key in METHODS and key in o.get("configs", {}) and not runs.get(key):
-                runs[key] = m["runs"]
-                configs[key] = o["configs"][key]
+            if key not in METHODS or key not in o.get("configs", {}):
+                continue
+            if key in runs and not runs[key] and key not in configs:
+                continue  # run here: this run's results replace the file's
+            have = {r["seed"] for r in runs.get(key, [])}
+            runs.setdefault(key, []).extend(r for r in m["runs"] if r["seed"] not in have)  # other seeds join
+            configs[key] = o["configs"][key]
     return configs
 
 
