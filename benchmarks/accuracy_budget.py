@@ -57,6 +57,9 @@ METHODS = {
     "mix_random": "v0 + random selection",
     "mix_k2": "v0 with k=2",
     "mix_all": "v0 + per-composite loss + tile-scale windows + linear decay from 1 (random selection)",
+    # on top of the defaults (b): what the network does with a composite
+    "mix_apart": "b + constituents apart in the network (tiles cut out, equal shares)",
+    "mix_apart_norm": "b + constituents apart + loss summed per composite",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -164,6 +167,8 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "mix_all": with_({**v0, "loss_norm": "composite", "tile_aspect": True, "tile_scale": 1.0,
                           "schedule": "linear", "target_speedup": None, "fraction": 1.0,
                           "selection": "random"}),
+        "mix_apart": with_({**defaults, "gamma": 0.0, "isolate": True}),
+        "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "loss_norm": "composite"}),
     }
 
 

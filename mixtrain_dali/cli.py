@@ -46,6 +46,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="a tile's source window area x share^this (1: objects keep their size; 0: squashed)")
     g.add_argument("--mix-loss-norm", choices=["constituent", "composite"],
                    help="batch loss averaged over constituents, or summed per composite")
+    g.add_argument("--mix-isolate", action="store_const", const=True, default=None,
+                   help="run each constituent through the network apart (tiles cut out of the "
+                        "composite; use with --mix-gamma 0)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -54,7 +57,8 @@ def _config_from_args(args):
 
     mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
            "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup,
-           "schedule": args.mix_schedule, "tile_scale": args.mix_tile_scale, "loss_norm": args.mix_loss_norm}
+           "schedule": args.mix_schedule, "tile_scale": args.mix_tile_scale, "loss_norm": args.mix_loss_norm,
+           "isolate": args.mix_isolate}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
     overrides = {
@@ -65,7 +69,7 @@ def _config_from_args(args):
     }
     config = load_config(args.config, overrides)
     given = [f"--mix-{k.replace('_', '-')}" for k in ("fraction", "speedup", "selection", "gamma", "warmup",
-                                                       "schedule", "tile_scale", "loss_norm")
+                                                       "schedule", "tile_scale", "loss_norm", "isolate")
              if getattr(args, f"mix_{k}") is not None]
     if given and not config.mix.enabled:
         print(f"mixtrain: warning: {', '.join(given)} has no effect: mixing is off "

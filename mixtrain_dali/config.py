@@ -103,6 +103,9 @@ class MixConfig:
                                      # pixel size; 0: the whole crop shrunk into the tile)
     loss_norm: str = "constituent"   # constituent: batch loss = mean over constituents;
                                      # composite: sum over constituents / composites
+    isolate: bool = False            # constituents pass through the network apart: each tile is
+                                     # cut out and run as an image of its own (needs a region-
+                                     # pooling CNN; best with gamma = 0: one pass per tile size)
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
@@ -201,6 +204,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(not (self.mix.isolate and not self.train.region_pooling),
+               "mix isolate = true needs train region_pooling = true (each constituent's own "
+               "logits); set one of them to the other's value")
+        _check(not (self.mix.isolate and self.train.arch.lower().startswith("vit")),
+               f"mix isolate = true does not work with arch={self.train.arch!r} (a ViT's tiles need "
+               "not hold whole patches); use a CNN or isolate = false")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -221,7 +221,10 @@ class RegionPoolModel(nn.Module):
         self.family = family
         _, self._features, self._head = _ADAPTERS[family]
 
-    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None,
+                isolate: bool = False) -> torch.Tensor:
+        if isolate and boxes is not None:
+            return self._forward_isolated(x, boxes)
         if boxes is None:
             if self.family != "vit":
                 return self.model(x)
@@ -230,6 +233,51 @@ class RegionPoolModel(nn.Module):
         pooled = region_pool(self._features(self.model, x), boxes, tuple(x.shape[-2:]))
         b, k, c = pooled.shape
         return self._head(self.model, pooled.reshape(b * k, c)).reshape(b, k, -1)
+
+
+    def _forward_isolated(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """``(B, k, classes)`` logits with every constituent run through the network apart.
+
+        Each non-empty box is cut out of its composite and passed through the backbone as an
+        image of its own (zero padding at its borders, as for a plain image of that size), its
+        final feature map averaged and fed to the head, so no feature of one constituent sees
+        another's pixels. Tiles of one size go through the network together, one forward pass
+        per distinct tile size (with equal area shares: one for the unmixed composites and one
+        or two for the tiles; BatchNorm normalises each pass by its own statistics). Reading
+        the boxes costs one device-to-host copy per call. Padded constituents get zero logits.
+        """
+        if self.family == "vit":
+            raise UserError("isolate: the ViT adapter cannot run tiles apart (a tile need not hold "
+                            "whole patches); use a CNN family or isolate = false")
+        if boxes.dim() != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != x.shape[0]:
+            raise ValueError(f"boxes must be (B={x.shape[0]}, k, 4), got {tuple(boxes.shape)}")
+        n, k = boxes.shape[:2]
+        host = boxes.detach().to("cpu", torch.float32).round().to(torch.int64)  # the one sync
+        hh, ww = host[..., 2], host[..., 3]
+        bi, ji = ((hh > 0) & (ww > 0)).nonzero(as_tuple=True)
+        sizes = torch.stack([hh[bi, ji], ww[bi, ji]], dim=1)
+        if len(sizes) == 0:
+            raise ValueError("isolate: every box is empty")
+        uniq, inverse = torch.unique(sizes, dim=0, return_inverse=True)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        out = None
+        for g, (th, tw) in enumerate(uniq.tolist()):
+            sel = (inverse == g).nonzero().flatten()
+            b_sel, j_sel = bi[sel], ji[sel]
+            ys, xs = host[b_sel, j_sel, 0], host[b_sel, j_sel, 1]
+            rows = (ys[:, None] + torch.arange(th))[:, :, None]
+            cols = (xs[:, None] + torch.arange(tw))[:, None, :]
+            dev = x.device
+            # (m, th, tw, C) by one gather, then back to (m, C, th, tw)
+            tiles = x.permute(0, 2, 3, 1)[b_sel.to(dev)[:, None, None], rows.to(dev), cols.to(dev)]
+            tiles = tiles.permute(0, 3, 1, 2)
+            tiles = tiles.contiguous(memory_format=torch.channels_last if channels_last
+                                     else torch.contiguous_format)
+            logits = self._head(self.model, self._features(self.model, tiles).mean(dim=(2, 3)))
+            if out is None:
+                out = logits.new_zeros(n, k, logits.shape[-1])
+            out = out.index_put((b_sel.to(dev), j_sel.to(dev)), logits)
+        return out
 
 
 class SoftTargetModel(nn.Module):

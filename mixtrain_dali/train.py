@@ -228,7 +228,10 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             if isinstance(batch, MixBatch):
-                logits = net(batch.images, batch.boxes)
+                if config.mix.isolate:
+                    logits = net(batch.images, batch.boxes, isolate=True)
+                else:
+                    logits = net(batch.images, batch.boxes)
                 loss, per = mix_loss(logits.float(), batch.labels, batch.mask, batch.shares,
                                      t.label_smoothing, batch.weights, norm=config.mix.loss_norm)
                 n = batch.n_samples

@@ -106,6 +106,10 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     assert c["prune"].mix.method == "prune" and c["prune"].mix.target_speedup == 1.6
     assert c["mix_norm"].mix.loss_norm == "composite" and c["mix_scale"].mix.tile_scale == 1.0
     assert c["mix_linear"].mix.schedule == "linear" and c["mix_k2"].mix.k == 2
+    for key in ("mix_apart", "mix_apart_norm"):  # the defaults, equal shares, tiles apart
+        a = c[key].mix
+        assert (a.isolate, a.gamma, a.schedule, a.selection) == (True, 0.0, b.schedule, b.selection)
+    assert c["mix_apart_norm"].mix.loss_norm == "composite" and c["mix_apart"].mix.loss_norm == b.loss_norm
     for key, cfg in c.items():  # everything else is the demo's
         assert cfg.train.lr == c["baseline"].train.lr
         if key != "progressive":

@@ -410,3 +410,70 @@ def test_composite_norm_keeps_each_constituent_at_a_plain_samples_weight():
     assert soft_sum > soft  # composites of several constituents weigh more
     with pytest.raises(UserError, match="norm='x'"):
         mix_loss(logits, labels, mask, areas, norm="x")
+
+
+# ------------------------------------------------------------------ constituents kept apart
+
+def _grid_batch(seed: int = 0):
+    """Two 32 x 32 composites: the first a 2 x 2 grid of four tiles, the second unmixed."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    boxes = torch.zeros(2, 4, 4)
+    boxes[0] = torch.tensor([[0, 0, 16, 16], [16, 0, 16, 16], [0, 16, 16, 16], [16, 16, 16, 16]])
+    boxes[1, 0] = torch.tensor([0, 0, 32, 32])
+    return x, boxes
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_isolated_constituents_equal_running_each_tile_alone(channels_last):
+    torch.manual_seed(0)
+    net = adapt_model(build_model("small_cnn", CLASSES)).eval()
+    x, boxes = _grid_batch()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = net(x, boxes, isolate=True)
+        assert out.shape == (2, 4, CLASSES)
+        for j, (y, x0, h, w) in enumerate(boxes[0].long().tolist()):
+            alone = net.model(x[:1, :, y:y + h, x0:x0 + w])
+            torch.testing.assert_close(out[0, j], alone[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[1, 0], net.model(x[1:])[0], rtol=1e-4, atol=1e-5)
+        assert torch.count_nonzero(out[1, 1:]) == 0  # padded slots
+        # not what region pooling of the composite gives: there, tiles see their neighbours
+        assert not torch.allclose(out[0], net(x[:1], boxes[:1])[0], atol=1e-3)
+
+
+def test_isolated_tile_ignores_its_neighbours_pixels():
+    torch.manual_seed(0)
+    net = adapt_model(build_model("small_cnn", CLASSES)).eval()
+    x, boxes = _grid_batch()
+    changed = x.clone()
+    changed[0, :, 16:, :] = torch.randn(3, 16, 32)  # the two bottom tiles
+    with torch.no_grad():
+        a, b = net(x, boxes, isolate=True), net(changed, boxes, isolate=True)
+    torch.testing.assert_close(a[0, [0, 2]], b[0, [0, 2]])
+    assert not torch.allclose(a[0, [1, 3]], b[0, [1, 3]])
+
+
+def test_isolated_forward_trains_and_reaches_every_tile():
+    torch.manual_seed(0)
+    net = adapt_model(build_model("resnet18", CLASSES))
+    x, boxes = _grid_batch()
+    # two unmixed composites: BatchNorm in training mode needs more than one value per channel
+    x, boxes = torch.cat([x, x[1:]]), torch.cat([boxes, boxes[1:]])
+    x.requires_grad_(True)
+    labels = torch.tensor([[0, 1, 2, 3], [4, -1, -1, -1], [5, -1, -1, -1]])
+    mask = labels >= 0
+    loss, _ = mix_loss(net(x, boxes, isolate=True), labels, mask, mask.float() / mask.sum(1, keepdim=True))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert (x.grad.abs().sum(dim=(0, 1)) > 0).float().mean() > 0.99
+
+
+def test_isolate_refuses_vit():
+    vit = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2,
+                            hidden_dim=8, mlp_dim=8, num_classes=CLASSES)
+    x, boxes = _grid_batch()
+    with pytest.raises(UserError, match="ViT"):
+        adapt_model(vit)(x, boxes, isolate=True)

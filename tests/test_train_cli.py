@@ -202,3 +202,24 @@ def test_demo_shows_baseline_mixtrain_and_training_less_side_by_side(tmp_path, c
     assert "| train_less |" in table and (out / "demo.png").stat().st_size > 0
     assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "has no train/ folder" in capsys.readouterr().err
+
+
+def test_train_with_constituents_apart_mixes_and_learns(small_data, tmp_path):
+    out = tmp_path / "apart"
+    assert main(["train", "--data", str(small_data), "--epochs", "3", "--batch-size", "16",
+                 "--out", str(out), "--mix-k", "4", "--mix-fraction", "1.0", "--mix-gamma", "0",
+                 "--mix-isolate", *FAST]) == 0
+    rows = _metrics(out)
+    assert load_config(out / "config.toml").mix.isolate
+    assert rows[1]["mixed_samples"] > 0 and rows[1]["steps"] < rows[0]["steps"]
+    assert all(r["train_loss"] == r["train_loss"] for r in rows)  # finite, not NaN
+
+
+def test_isolate_without_region_pooling_is_one_line(tmp_path):
+    from mixtrain_dali.config import Config
+    from mixtrain_dali.errors import UserError
+
+    with pytest.raises(UserError, match="region_pooling"):
+        Config.from_dict({"mix": {"isolate": True}, "train": {"region_pooling": False}})
+    with pytest.raises(UserError, match="vit_b_16"):
+        Config.from_dict({"mix": {"isolate": True}, "train": {"arch": "vit_b_16"}})
