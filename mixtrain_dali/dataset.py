@@ -70,26 +70,41 @@ def find_classes(root: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
     return classes, {c: i for i, c in enumerate(classes)}
 
 
-def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False) -> ImageFolderIndex:
+def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False,
+                      classes: list[str] | None = None) -> ImageFolderIndex:
     """Scan `root` like `torchvision.datasets.ImageFolder(root)`.
+
+    `classes`: label with these class names (e.g. the train split's) instead of the folders
+    found: the folders must be among them (a val split may lack some classes), and a label is
+    the class's index in `classes`, so it means the same class as in training.
 
     Raises `UserError` naming the path for a missing directory, a directory with no class
     folders, or classes with no images (torchvision raises for those too).
     """
     root = Path(root)
-    classes, class_to_idx = find_classes(root)
+    found, class_to_idx = find_classes(root)
+    if classes is not None:
+        classes = list(classes)
+        unknown = [c for c in found if c not in classes]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise UserError(f"{len(unknown)} class folder(s) in {str(root)!r} are not among the "
+                            f"{len(classes)} given classes (the train classes): {shown}")
+        class_to_idx = {c: i for i, c in enumerate(classes)}
+    else:
+        classes = found
     paths: list[str] = []
     labels: list[int] = []
     empty: list[str] = []
-    for cls in classes:
-        found = 0
+    for cls in found:
+        n_found = 0
         for dirpath, _, fnames in sorted(os.walk(root / cls, followlinks=True)):
             for fname in sorted(fnames):
                 if fname.lower().endswith(IMG_EXTENSIONS):
                     paths.append(os.path.join(dirpath, fname))
                     labels.append(class_to_idx[cls])
-                    found += 1
-        if found == 0:
+                    n_found += 1
+        if n_found == 0:
             empty.append(cls)
     if empty and not allow_empty_classes:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")

@@ -37,6 +37,10 @@ from .source import PlanSource
 
 log = logging.getLogger(__name__)
 
+_SUPERSEDED = ("this {} iterator was superseded: a newer iter() of the same loader started a new "
+               "pass, and two passes over one loader cannot run at once (e.g. zip(loader, "
+               "loader)); use one iterator, or two loaders")
+
 
 @dataclass
 class MixBatch:
@@ -86,6 +90,14 @@ def heads_to_torch(out, n_heads: int, torch_device: torch.device) -> torch.Tenso
         else:  # one host copy into pinned memory, then an asynchronous upload
             nhwc = torch.from_numpy(heads).pin_memory().to(torch_device, non_blocking=True)
     return nhwc.permute(0, 3, 1, 2)
+
+
+def _pad_columns(a: np.ndarray, width: int, fill) -> np.ndarray:
+    """``a`` (n, k, ...) padded with ``fill`` to (n, width, ...) (itself when k == width)."""
+    if a.shape[1] >= width:
+        return a
+    pad = np.full((a.shape[0], width - a.shape[1], *a.shape[2:]), fill, a.dtype)
+    return np.concatenate([a, pad], axis=1)
 
 
 class _OutputHold:
@@ -159,7 +171,7 @@ class TrainLoader:
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True,
-                 watch_files: bool = True):
+                 watch_files: bool = True, shuffle: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), device=device,
                                threads=threads, prefetch=prefetch, min_image_size=min_image_size,
@@ -169,6 +181,10 @@ class TrainLoader:
         if min_image_size is not None and self.mix.pastes:
             raise UserError("progressive resizing (min_image_size) and mixing are alternatives: "
                             "turn one of them off")
+        if not shuffle and self.mix.active:
+            raise UserError("shuffle=False is for plain loading: mixing and pruning choose their "
+                            "samples at random every epoch; turn mixing off or keep shuffle=True")
+        self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.rank, self.world_size = _dist_info(rank, world_size)
         self.dali_device, self.device_id, self.torch_device = _devices(device, torch_device)
@@ -203,6 +219,8 @@ class TrainLoader:
         self._pipe = None
         self._pipe_size, self._pipe_at_epoch_end = None, False
         self._hold = _OutputHold()
+        self._pass: object | None = None  # the running iteration's token
+        self.epochs_completed = 0         # iterations that ran to the end of their epoch
 
     @classmethod
     def from_config(cls, root, config: Config, **kwargs) -> "TrainLoader":
@@ -219,10 +237,22 @@ class TrainLoader:
 
     @property
     def classes(self) -> list[str]:
+        """Class names, sorted, as ``ImageFolder.classes``."""
         return self.index.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return self.index.class_to_idx
+
+    @property
+    def batch_size(self) -> int:
+        """Inputs per step (composites when mixing), per rank."""
+        return self.data.batch_size
 
     def set_epoch(self, epoch: int) -> None:
         """Like DistributedSampler.set_epoch: the next iteration plans `epoch`."""
+        if self._pass is not None:  # an abandoned pass: wind it up before moving the epoch
+            self._end_pass(False)
         self.epoch = int(epoch)
         self._plan = self._batches = None
 
@@ -233,6 +263,8 @@ class TrainLoader:
             self._warn_if_nothing_recorded()
             self._sync_excluded()
             self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
+            if not self.shuffle:
+                self._plan = self._plan.in_sample_order()
             self._batches = self._plan.batches(self.data.batch_size, self.rank, self.world_size,
                                                self.data.drop_last)
         return self._plan
@@ -285,6 +317,11 @@ class TrainLoader:
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self):
+        """One epoch. Every ``iter()`` starts a whole epoch: the next one, also after a
+        broken-off pass (a ``break``, an exception), which is not counted in
+        ``epochs_completed``. Two iterations cannot run at once: an older iterator resumed
+        after a newer one started raises ``UserError``."""
+        token = self._begin_pass()
         plan, batches = self.plan(), self._batches
         rows = self._upload_rows(plan, batches)
         self._source.start(plan, batches)
@@ -310,16 +347,33 @@ class TrainLoader:
                 images = self._to_torch(out, len(batches[i]))
                 del out
                 yield self._make_batch(images, rows, i)
+                if self._pass is not token:
+                    raise UserError(_SUPERSEDED.format(type(self).__name__))
                 i += 1
             finished = self._drain(pipe, stream)
         finally:
-            self._source.start(None, [])
-            self._hold.clear()
-            if not finished:  # broken off or failed: DALI may hold this epoch's prefetched batches
-                self._pipe = None
-            self._pipe_at_epoch_end = finished
-            self.epoch += 1
-            self._plan = self._batches = None
+            if self._pass is token:  # a superseded pass was wound up by the newer one
+                if not finished:
+                    log.info("epoch %d broken off after %d of %d batches: not counted as complete",
+                             self.epoch, i, len(batches))
+                self._end_pass(finished)
+
+    def _begin_pass(self) -> object:
+        if self._pass is not None:  # an abandoned pass (its iterator never closed): wind it up
+            self._end_pass(False)
+        self._pass = token = object()
+        return token
+
+    def _end_pass(self, finished: bool) -> None:
+        self._source.start(None, [])
+        self._hold.clear()
+        if not finished:  # broken off or failed: DALI may hold this epoch's prefetched batches
+            self._pipe = None
+        self._pipe_at_epoch_end = finished
+        self.epochs_completed += finished
+        self.epoch += 1
+        self._plan = self._batches = None
+        self._pass = None
 
     @staticmethod
     def _drain(pipe, stream) -> bool:
@@ -414,19 +468,25 @@ class TrainLoader:
     def _upload_rows(self, plan: EpochPlan, batches: list[np.ndarray]) -> dict:
         """This rank's plan rows, on the training device once per epoch; steps slice them."""
         order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
-        members = plan.members[order]
+        # k_max is MixConfig.k in every epoch of a mixing run, unmixed ones too: the batch's
+        # tensors keep one shape across epochs (torch.compile does not recompile, CUDA graphs
+        # stay valid); the padded columns are masked out like any padded constituent
+        width = self.mix.k if self.pastes else plan.k_max
+        members = _pad_columns(plan.members[order], width, -1)
         dev = self.torch_device
         ids = torch.as_tensor(members, device=dev)
         n = self.num_samples
+        weights = None if plan.weights is None else _pad_columns(plan.weights[order], width, 0.0)
         return {
             "offsets": np.concatenate([[0], np.cumsum([len(b) for b in batches])]).astype(np.int64),
             "counts": (members >= 0).sum(1),
             "sample_ids": ids,
             "labels": self._labels[torch.where(ids >= 0, ids, n)],
-            "boxes": torch.as_tensor(plan.boxes[order], dtype=torch.float32, device=dev),
+            "boxes": torch.as_tensor(_pad_columns(plan.boxes[order], width, 0), dtype=torch.float32,
+                                     device=dev),
             "mask": ids >= 0,
-            "shares": torch.as_tensor(plan.shares[order], device=dev),
-            "weights": None if plan.weights is None else torch.as_tensor(plan.weights[order], device=dev),
+            "shares": torch.as_tensor(_pad_columns(plan.shares[order], width, 0.0), device=dev),
+            "weights": None if weights is None else torch.as_tensor(weights, device=dev),
         }
 
     def _make_batch(self, images: torch.Tensor, rows: dict, i: int):
@@ -482,16 +542,20 @@ class ValLoader:
     """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, resize: int | None = None,
-                 *, device: str = "auto", threads: int = 0, classes: list[str] | None = None,
+                 *, device: str = "auto", threads: int = 0, classes=None,
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, val_resize=resize,
                                device=device, threads=threads)
-        self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
-        if classes is not None and classes != self.index.classes:
-            raise UserError(f"val classes in {str(self.index.root)!r} differ from the train classes "
-                            f"({len(self.index.classes)} vs {len(classes)})")
+        classes = getattr(classes, "classes", classes)  # a TrainLoader (or ImageFolder) works too
+        if isinstance(root, ImageFolderIndex):
+            self.index = root
+            if classes is not None and list(classes) != root.classes:
+                raise UserError(f"val classes of {str(root.root)!r} differ from the given classes "
+                                f"({len(root.classes)} vs {len(classes)})")
+        else:
+            self.index = scan_image_folder(root, classes=classes)
         self.rank, self.world_size = _dist_info(rank, world_size)
         self.dali_device, self.device_id, self.torch_device = _devices(device, torch_device)
         n = len(self.index)
@@ -503,10 +567,29 @@ class ValLoader:
             bad, _ = validate_files(self._files)
             self._leave_out(bad, self._files, self._labels)
         self._iter = None
+        self._pass: object | None = None  # the running pass's token
 
     @property
     def shard_size(self) -> int:
+        """Images this rank reads per pass (bad files left out)."""
         return len(self._files)
+
+    @property
+    def num_samples(self) -> int:
+        """Images in the whole val split, all ranks."""
+        return len(self.index)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.index.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return self.index.class_to_idx
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.batch_size
 
     def __len__(self) -> int:
         return -(-self.shard_size // self.data.batch_size)
@@ -531,6 +614,27 @@ class ValLoader:
                                    last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
 
     def __iter__(self):
+        """One whole pass over this rank's slice, every ``iter()``: a pass broken off (a
+        ``break`` after a few batches, an exception) leaves DALI mid-epoch, so the next pass
+        starts a new pipeline. An older iterator resumed after a newer one started raises
+        ``UserError`` (two passes over one loader cannot run at once)."""
+        if self._pass is not None:  # the last pass was abandoned mid-way (never closed)
+            self._iter = None
+        self._pass = token = object()
+        finished = False
+        try:
+            for batch in self._pass_batches():
+                yield batch
+                if self._pass is not token:
+                    raise UserError(_SUPERSEDED.format(type(self).__name__))
+            finished = True
+        finally:
+            if self._pass is token:
+                if not finished:
+                    self._iter = None  # mid-epoch: DALI's iterator cannot be reset there
+                self._pass = None
+
+    def _pass_batches(self):
         files, labels = self._files, self._labels  # what the current pipeline reads
         it, done, retried = self._iter, 0, False
         while files:

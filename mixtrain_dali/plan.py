@@ -8,6 +8,7 @@ flip bit per tile. An unmixed sample is a composite of one whose tile is the who
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -57,6 +58,14 @@ class EpochPlan:
     def ideal_speedup(self) -> float:
         """Samples per composite: how many fewer model inputs than an unmixed epoch."""
         return self.n_samples / max(1, self.n_composites)
+
+    def in_sample_order(self) -> "EpochPlan":
+        """The same composites ordered by their head's sample id (a loader's shuffle=False)."""
+        order = np.argsort(self.members[:, 0], kind="stable")
+        return dataclasses.replace(
+            self, members=self.members[order], boxes=self.boxes[order], shares=self.shares[order],
+            flips=self.flips[order], stats=dict(self.stats),
+            weights=None if self.weights is None else self.weights[order])
 
     def digest(self) -> str:
         """A hash of the whole plan, to compare plans across ranks and restarts."""

@@ -137,6 +137,10 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
 
     model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
     model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
+    if config.mix.isolate and not getattr(model, "pools_regions", False):
+        raise UserError(f"mix isolate = true needs a model with region pooling; {t.arch!r} has no "
+                        "adapter (families: small_cnn, resnet, mobilenet_v2/v3, efficientnet, "
+                        "regnet, convnext); use one of those or isolate = false")
     if t.channels_last:  # the loader's batches are NHWC in memory: keep weights and grads alike
         model = model.to(memory_format=torch.channels_last)
     net = model

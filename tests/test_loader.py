@@ -251,3 +251,97 @@ def test_pipeline_is_reused_across_epochs_and_decodes_what_a_new_one_would(colou
         break
     assert loader._pipe is None
     assert len([y for _, y in loader]) == len(loader)
+
+
+# ------------------------------------------------------------------ drop-in behaviour (issue 10)
+
+def _val_ids(loader):
+    return np.concatenate([identify(images, N) for images, _ in loader])
+
+
+def test_val_pass_after_a_broken_off_one_is_whole(colour_folder):
+    val = ValLoader(colour_folder, batch_size=4, image_size=32, resize=32, threads=1, device="cpu")
+    full = _val_ids(val)
+    assert sorted(full) == list(range(N))
+    for _ in val:  # a quick look at one batch
+        break
+    np.testing.assert_array_equal(_val_ids(val), full)
+    with pytest.raises(ZeroDivisionError):  # an exception mid-pass, its iterator never closed
+        it = iter(val)
+        next(it)
+        1 / 0
+    np.testing.assert_array_equal(_val_ids(val), full)
+
+
+@pytest.mark.parametrize("make", ["train", "val"])
+def test_two_passes_at_once_over_one_loader_are_refused(colour_folder, make):
+    if make == "train":
+        loader = TrainLoader(colour_folder, batch_size=4, image_size=32, threads=1, device="cpu")
+    else:
+        loader = ValLoader(colour_folder, batch_size=4, image_size=32, resize=32, threads=1, device="cpu")
+    with pytest.raises(UserError, match="superseded"):
+        for _ in zip(loader, loader):
+            pass
+    # the newer pass was not hurt, and the loader still gives whole passes
+    ids = _val_ids(loader) if make == "val" else _epoch_ids(loader)[0]
+    assert sorted(ids) == list(range(N))
+
+
+def test_train_iter_after_an_abandoned_pass_starts_the_next_epoch_whole(colour_folder):
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=2, threads=1, device="cpu")
+    kept = iter(loader)
+    next(kept)  # epoch 0 abandoned, its iterator still alive
+    ids, _, _ = _epoch_ids(loader)
+    assert sorted(ids) == list(range(N))
+    assert loader.epoch == 2 and loader.epochs_completed == 1  # epoch 0 did not complete
+    with pytest.raises(UserError, match="superseded"):
+        next(kept)
+
+
+def test_loader_attributes_a_dataloader_user_reaches_for(colour_folder):
+    train = TrainLoader(colour_folder, batch_size=4, image_size=32, threads=1, device="cpu")
+    val = ValLoader(colour_folder, batch_size=5, image_size=32, resize=32, threads=1, device="cpu",
+                    classes=train)
+    assert train.classes == val.classes == ["ant", "bee", "cat"]
+    assert train.class_to_idx == val.class_to_idx == {"ant": 0, "bee": 1, "cat": 2}
+    assert (train.batch_size, val.batch_size) == (4, 5)
+    assert train.num_samples == val.num_samples == N and len(val) == 5
+
+
+def test_shuffle_false_gives_sample_order_every_epoch(colour_folder):
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, threads=1, device="cpu", shuffle=False)
+    for _ in range(2):
+        ids, labels, _ = _epoch_ids(loader)
+        np.testing.assert_array_equal(ids, np.arange(N))
+        np.testing.assert_array_equal(labels, loader.index.labels)
+    with pytest.raises(UserError, match="shuffle=False"):
+        TrainLoader(colour_folder, batch_size=4, image_size=32, device="cpu", shuffle=False,
+                    mix=MixConfig(enabled=True, k=2, fraction=0.5))
+
+
+def test_val_split_missing_a_class_keeps_the_train_labels(tmp_path):
+    from conftest import write_colour_folder
+
+    train_root = write_colour_folder(str(tmp_path / "train"), classes=("ant", "bee", "cat"), per_class=2)
+    val_root = write_colour_folder(str(tmp_path / "val"), classes=("bee", "cat"), per_class=2)
+    val = ValLoader(val_root, batch_size=4, image_size=32, resize=32, threads=1, device="cpu",
+                    classes=TrainLoader(train_root, 4, 32, device="cpu").classes)
+    labels = torch.cat([y for _, y in val]).tolist()
+    assert sorted(labels) == [1, 1, 2, 2]  # bee and cat, as in training; not 0 and 1
+    extra = write_colour_folder(str(tmp_path / "val2"), classes=("ant", "dog"), per_class=1)
+    with pytest.raises(UserError, match="dog"):
+        ValLoader(extra, 4, 32, device="cpu", classes=["ant", "bee", "cat"])
+
+
+def test_mixing_run_keeps_batch_shapes_in_unmixed_epochs(colour_folder):
+    mix = MixConfig(enabled=True, k=3, fraction=0.6, selection="random", warmup_epochs=1,
+                    final_full_fraction=0.0)
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, epochs=3, threads=1,
+                         device="cpu")
+    shapes = set()
+    for epoch in range(2):  # warm-up (unmixed) and a mixing epoch
+        for batch in loader:
+            assert batch.sample_ids.shape[1] == batch.boxes.shape[1] == batch.shares.shape[1] == 3
+            shapes.add(batch.labels.shape[1])
+            loader.record(batch, torch.ones(batch.labels.shape))
+    assert shapes == {3}

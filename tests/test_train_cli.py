@@ -223,3 +223,10 @@ def test_isolate_without_region_pooling_is_one_line(tmp_path):
         Config.from_dict({"mix": {"isolate": True}, "train": {"region_pooling": False}})
     with pytest.raises(UserError, match="vit_b_16"):
         Config.from_dict({"mix": {"isolate": True}, "train": {"arch": "vit_b_16"}})
+
+
+def test_isolate_with_a_model_without_region_pooling_is_one_line(small_data, tmp_path, capsys):
+    rc = main(["train", "--data", str(small_data), "--epochs", "1", "--out", str(tmp_path / "g"),
+               "--mix-k", "4", "--mix-isolate", *FAST[2:], "--arch", "googlenet"])
+    assert rc == 2
+    assert "region pooling" in capsys.readouterr().err
