@@ -148,8 +148,9 @@ class MixConfig:
 
     def mix_fraction(self) -> float:
         """The fraction f of samples mixed (or, for method=prune, skipped) in a mixing epoch
-        (DESIGN.md, speedup arithmetic; pruning: S = 1 / (1 - f)); under schedule="linear"
-        with a target speedup, the mean over the mixing epochs (controller.fraction_at)."""
+        (docs/architecture.md, "Speedup arithmetic"; pruning: S = 1 / (1 - f)); under
+        schedule="linear" with a target speedup, the mean over the mixing epochs
+        (controller.fraction_at)."""
         if self.fraction is not None:
             return self.fraction
         if self.target_speedup is None and self.schedule == "linear" and self.method == "mix":

@@ -3,7 +3,7 @@
 Pure numpy; knows nothing of DALI or torch. The plan is a pure function of
 (config, seed, epoch, loss table, mixed flags): the RNG is derived from (seed, epoch), so
 there is no RNG state to carry and a resumed run plans exactly what the uninterrupted one
-would have. Rules (DESIGN.md, "Controller"), in the order they apply:
+would have. Rules (docs/architecture.md, "Controller"), in the order they apply:
 
 1. warm-up and final epochs are unmixed;
 2. candidates: seen samples whose last loss is at most the threshold (selection="loss"),

@@ -1,5 +1,6 @@
-"""The PyTorch side (DESIGN.md, data flow steps 4 and 6): iterators a training loop swaps in
-for `DataLoader(ImageFolder(...))`, and the loss feedback into the controller.
+"""The PyTorch side (docs/architecture.md, "Data flow of one epoch", steps 4 and 6):
+iterators a training loop swaps in for `DataLoader(ImageFolder(...))`, and the loss
+feedback into the controller.
 
 `TrainLoader` yields `(images, labels)` without mixing and `MixBatch` with it. Each epoch
 it (1) folds the losses recorded during the last epoch into the host loss table (one

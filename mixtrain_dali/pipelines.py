@@ -1,4 +1,5 @@
-"""The DALI graphs (DESIGN.md, data flow step 3): read, decode, augment, paste, output.
+"""The DALI graphs (docs/architecture.md, "Data flow of one epoch", step 3): read, decode,
+augment, paste, output.
 
 Train: external source (the host's plan and crop windows) -> file read -> decode the slot's
 window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> per-tile flip

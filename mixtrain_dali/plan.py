@@ -1,5 +1,6 @@
 """EpochPlan: what one epoch feeds the model, composite by composite, and how it is cut into
-batches and sharded across ranks (DESIGN.md, data flow step 1).
+batches and sharded across ranks (docs/architecture.md, "Data flow of one epoch", step 1;
+"Distributed").
 
 A composite is a row: up to k_max constituent sample ids (-1 padded, column 0 the *head*),
 their tile rectangles (y, x, h, w) on the H x W canvas, their area shares, and a horizontal

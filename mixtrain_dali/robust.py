@@ -1,5 +1,5 @@
 """Bad image files: find them, judge them with DALI's own decoder, record them, and take
-them out of an epoch that is already running (README, "Bad files").
+them out of an epoch that is already running (docs/architecture.md, "Bad files").
 
 Why prevention comes first: DALI 2.4's image decoder (nvImageCodec, CPU backend) does not
 always *raise* on a corrupt file. When a decode fails while other samples of the same batch

@@ -1,4 +1,5 @@
-"""The external source (DESIGN.md, data flow step 2): an epoch's batches as DALI slots.
+"""The external source (docs/architecture.md, "Data flow of one epoch", step 2): an epoch's
+batches as DALI slots.
 
 Per iteration it emits one *slot* per constituent image. The composites' heads come first
 (slot i is the head of the batch's composite i), then the donors row by row. Per slot:

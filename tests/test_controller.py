@@ -1,5 +1,6 @@
-"""MixController, EpochPlan sharding and MixConfig validation: one test per rule (DESIGN.md,
-"Controller" and "Speedup arithmetic"). Pure numpy, small N, explicit loss tables.
+"""MixController, EpochPlan sharding and MixConfig validation: one test per rule
+(docs/architecture.md, "Controller" and "Speedup arithmetic"). Pure numpy, small N, explicit
+loss tables.
 """
 
 from __future__ import annotations
