@@ -149,7 +149,30 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return 0, 1
 
 
-class TrainLoader:
+class _FolderAttributes:
+    """What a `DataLoader(ImageFolder(...))` user reaches for, from `self.index` and `self.data`."""
+
+    @property
+    def num_samples(self) -> int:
+        """Images in the whole split (all ranks; bad files included)."""
+        return len(self.index)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, sorted, as ``ImageFolder.classes``."""
+        return self.index.classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        return self.index.class_to_idx
+
+    @property
+    def batch_size(self) -> int:
+        """Inputs per step and rank (composites, when mixing)."""
+        return self.data.batch_size
+
+
+class TrainLoader(_FolderAttributes):
     """A DALI train loader over an ImageFolder root, with optional MixTrain mixing.
 
     Every epoch a new order from (seed, epoch); every sample exactly once per epoch (as a
@@ -232,24 +255,6 @@ class TrainLoader:
                    min_image_size=d.min_image_size, resize_ramp=d.resize_ramp, **kwargs)
 
     # -- epochs and plans ---------------------------------------------------------------
-    @property
-    def num_samples(self) -> int:
-        return len(self.index)
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names, sorted, as ``ImageFolder.classes``."""
-        return self.index.classes
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return self.index.class_to_idx
-
-    @property
-    def batch_size(self) -> int:
-        """Inputs per step (composites when mixing), per rank."""
-        return self.data.batch_size
-
     def set_epoch(self, epoch: int) -> None:
         """Like DistributedSampler.set_epoch: the next iteration plans `epoch`."""
         if self._pass is not None:  # an abandoned pass: wind it up before moving the epoch
@@ -529,7 +534,7 @@ class TrainLoader:
         self._plan = self._batches = None
 
 
-class ValLoader:
+class ValLoader(_FolderAttributes):
     """Validation: resize the shorter side, center crop, normalise; sharded, no padding
     duplicates (the reader's padded samples are dropped), `(images, labels)` batches.
 
@@ -574,23 +579,6 @@ class ValLoader:
     def shard_size(self) -> int:
         """Images this rank reads per pass (bad files left out)."""
         return len(self._files)
-
-    @property
-    def num_samples(self) -> int:
-        """Images in the whole val split, all ranks."""
-        return len(self.index)
-
-    @property
-    def classes(self) -> list[str]:
-        return self.index.classes
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return self.index.class_to_idx
-
-    @property
-    def batch_size(self) -> int:
-        return self.data.batch_size
 
     def __len__(self) -> int:
         return -(-self.shard_size // self.data.batch_size)
