@@ -29,8 +29,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "gpu"])
     p.add_argument("--threads", type=int, help="DALI CPU threads (default min(cores, 8))")
-    p.add_argument("--out", help="run directory (metrics.jsonl, config.toml, checkpoint.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--out", help="run directory (metrics.jsonl, config.toml, checkpoint.pt); default: "
+                                 "the recipe's, else runs/run, shared by every such run: a second run into "
+                                 "a folder that holds one is refused without --resume or --overwrite")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint.pt")
+    again.add_argument("--overwrite", action="store_true",
+                       help="OUT holds an earlier run: delete its files (checkpoint, metrics, config, "
+                            "bad-file list) and start over")
     g = p.add_argument_group("mixing (MixTrain)")
     g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off")
     g.add_argument("--mix-fraction", type=float, help="fraction of samples mixed per mixing epoch")
@@ -81,7 +87,8 @@ def cmd_train(args) -> int:
     from .train import train
 
     config = _config_from_args(args)
-    train(config, args.data, config.train.out, resume=args.resume, progress=not args.no_progress)
+    train(config, args.data, config.train.out, resume=args.resume, progress=not args.no_progress,
+          overwrite=args.overwrite)
     return 0
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+CONFIG = "config.toml"
 
 
 def dist_backend(device_kind: str) -> str:
@@ -90,6 +91,25 @@ def start_warnings(config: Config) -> list[str]:
     return out
 
 
+def earlier_run(out_dir: Path) -> list[str]:
+    """The files of an earlier run in `out_dir` that a new run would replace: its checkpoint,
+    and its metrics if any epoch was written (a run killed in its first epoch leaves an empty
+    metrics.jsonl and nothing to lose)."""
+    metrics = out_dir / METRICS
+    return ([CHECKPOINT] if (out_dir / CHECKPOINT).is_file() else []) + \
+        ([METRICS] if metrics.is_file() and metrics.stat().st_size > 0 else [])
+
+
+def clear_run(out_dir: Path) -> None:
+    """Delete a run's own files in `out_dir` (nothing else there): the checkpoint and its
+    temporary files, metrics, config, the bad-file list."""
+    if not out_dir.is_dir():
+        return
+    for path in [out_dir / n for n in (CHECKPOINT, METRICS, METRICS + ".tmp", CONFIG, BAD_FILES)] \
+            + list(out_dir.glob(CHECKPOINT + ".tmp*")):
+        path.unlink(missing_ok=True)
+
+
 def atomic_save(obj, path: Path) -> None:
     """torch.save to a temp file, fsync, rename: a kill mid-save leaves the old file whole."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -101,8 +121,11 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None = None,
-          resume: bool = False, progress: bool = True) -> list[dict]:
-    """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows."""
+          resume: bool = False, progress: bool = True, overwrite: bool = False) -> list[dict]:
+    """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows.
+
+    `out` holding an earlier run (earlier_run) is refused unless `resume` (continue it) or
+    `overwrite` (its files are deleted first)."""
     t = config.train
     out_dir = Path(out if out is not None else t.out)
     data = Path(data)
@@ -113,8 +136,18 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         raise UserError(f"{str(data)!r} has no train/ folder: expected DATA/train/<class>/<image> "
                         "(and optionally DATA/val/<class>/<image>)")
     ckpt_path = out_dir / CHECKPOINT
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite deletes it: give one of them")
     if resume and not ckpt_path.is_file():
         raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
+    if not resume:
+        # before the process group: every rank checks before rank 0 can write anything
+        earlier = earlier_run(out_dir)
+        if earlier and not overwrite:
+            raise UserError(f"--out {str(out_dir)!r} already holds a run ({', '.join(earlier)}): "
+                            "continue it with --resume, or delete it and start over with --overwrite "
+                            "(or give another --out)")
+        clear_run(out_dir)  # also what a run that never finished an epoch left
 
     kind = device_kind(config.data.device)
     rank, world, local_rank = _setup_distributed(kind)
@@ -168,7 +201,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(CHECKPOINT + ".tmp*"):  # left by a kill during a save
             stale.unlink()
-        config.save(out_dir / "config.toml")
+        config.save(out_dir / CONFIG)
         rows = _read_metrics(out_dir / METRICS, below_epoch=start_epoch)
         _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks
 

@@ -223,3 +223,24 @@ def test_isolate_without_region_pooling_is_one_line(tmp_path):
         Config.from_dict({"mix": {"isolate": True}, "train": {"region_pooling": False}})
     with pytest.raises(UserError, match="vit_b_16"):
         Config.from_dict({"mix": {"isolate": True}, "train": {"arch": "vit_b_16"}})
+
+
+def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(small_data), "--epochs", "1", "--batch-size", "16", "--out", str(out), *FAST]
+    assert main(args) == 0
+    metrics, ckpt = (out / "metrics.jsonl").read_text(), (out / "checkpoint.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--resume" in err and "--overwrite" in err, err
+    assert (out / "metrics.jsonl").read_text() == metrics, "the earlier run's metrics were touched"
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == ckpt, "the earlier run's checkpoint was replaced"
+    with pytest.raises(SystemExit) as both:  # argparse: the two flags exclude each other
+        main(args + ["--resume", "--overwrite"])
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    (out / "bad_files.txt").write_text("/gone.JPEG\tan earlier run's bad file\n")
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(args + ["--overwrite"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1]
+    assert not (out / "bad_files.txt").exists() and (out / "notes.txt").is_file()
