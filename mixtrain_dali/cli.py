@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("preview", help="save one mixed batch as a labelled PNG grid")
-    _add_data_flags(p)
+    p.add_argument("--data", required=True,
+                   help="a dataset root with train/ (its train/ is shown) or one ImageFolder split "
+                        "(a folder of class folders)")
     p.add_argument("--out", default="preview.png")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--fraction", type=float, default=0.75)

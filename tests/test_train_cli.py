@@ -244,3 +244,25 @@ def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(sm
     assert main(args + ["--overwrite"]) == 0
     assert [r["epoch"] for r in _metrics(out)] == [1]
     assert not (out / "bad_files.txt").exists() and (out / "notes.txt").is_file()
+
+
+@pytest.mark.parametrize("where", ["root", "split"])
+def test_preview_takes_a_dataset_root_or_one_split(where, small_data, tmp_path, monkeypatch):
+    import mixtrain_dali.preview as pv
+
+    made = []
+
+    class Spy(pv.TrainLoader):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(pv, "TrainLoader", Spy)
+    data = small_data if where == "root" else small_data / "train"
+    png = tmp_path / "p.png"
+    assert main(["preview", "--data", str(data), "--out", str(png), "--image-size", "64",
+                 "--batch-size", "4", "--device", "cpu"]) == 0
+    (loader,) = made
+    # train/ and val/ are not two classes: the train split's 3 classes, none of val's images
+    assert loader.classes == ["ant", "bee", "cat"] and loader.num_samples == 96
+    assert png.stat().st_size > 1000
