@@ -281,6 +281,9 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
         loss_sum += loss.detach() * n
         seen += n
         composites += len(logits)
+    if not composites:  # every file was found bad mid-epoch (the loader checks them up front too)
+        raise UserError(f"no readable training images left in {str(loader.index.root)!r}: every file "
+                        f"was found bad (listed in {BAD_FILES})")
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     elapsed = time.perf_counter() - start
