@@ -91,6 +91,17 @@ def start_warnings(config: Config) -> list[str]:
     return out
 
 
+def check_resumable(ckpt: dict, config: Config, out_dir: Path) -> None:
+    """Refuse to resume a checkpoint into another model: its arch and stem must be this run's."""
+    was = ckpt.get("config", {}).get("train", {})
+    for key, how in (("arch", "--arch {}"), ("stem", "stem = {!r} in the recipe's [train]")):
+        then, now = was.get(key), getattr(config.train, key)
+        if then is not None and str(then).lower() != str(now).lower():
+            raise UserError(f"--resume: the checkpoint in {str(out_dir)!r} was trained with {key} {then!r}, "
+                            f"not {now!r}: resume with {how.format(then)}, or start a new run "
+                            "(--overwrite, or another --out)")
+
+
 def earlier_run(out_dir: Path) -> list[str]:
     """The files of an earlier run in `out_dir` that a new run would replace: its checkpoint,
     and its metrics if any epoch was written (a run killed in its first epoch leaves an empty
@@ -138,9 +149,21 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     ckpt_path = out_dir / CHECKPOINT
     if resume and overwrite:
         raise UserError("--resume continues the run in --out, --overwrite deletes it: give one of them")
-    if resume and not ckpt_path.is_file():
-        raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
-    if not resume:
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
+        # onto the CPU: load_state_dict copies weights and optimizer state to their devices,
+        # and RNG states must stay CPU ByteTensors (map_location=cuda would move them)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        check_resumable(ckpt, config, out_dir)
+        if ckpt["epoch"] >= t.epochs:
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"mixtrain: the run in {str(out_dir)!r} already finished {ckpt['epoch']} epoch(s) "
+                      f"(--epochs {t.epochs}): nothing to do; to train it longer, --resume with a "
+                      f"larger --epochs", flush=True)
+            return _read_metrics(out_dir / METRICS, below_epoch=ckpt["epoch"])
+    else:
         # before the process group: every rank checks before rank 0 can write anything
         earlier = earlier_run(out_dir)
         if earlier and not overwrite:
@@ -185,12 +208,13 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     amp = on_gpu and t.amp
 
     start_epoch = 0
-    if resume:
-        # onto the CPU: load_state_dict copies weights and optimizer state to their devices,
-        # and RNG states must stay CPU ByteTensors (map_location=cuda would move them)
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ckpt is not None:
         loader.load_state_dict(ckpt["loader"])  # refuses another dataset
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # a model setting check_resumable does not know of
+            raise UserError(f"--resume: the checkpoint in {str(out_dir)!r} does not fit this "
+                            f"{t.arch} model: {str(e).strip().splitlines()[0]}") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = ckpt["epoch"]
         restore_rng(ckpt, on_gpu)

@@ -266,3 +266,20 @@ def test_preview_takes_a_dataset_root_or_one_split(where, small_data, tmp_path, 
     # train/ and val/ are not two classes: the train split's 3 classes, none of val's images
     assert loader.classes == ["ant", "bee", "cat"] and loader.num_samples == 96
     assert png.stat().st_size > 1000
+
+
+def test_resume_with_another_arch_names_both_and_a_finished_run_says_so(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(small_data), "--epochs", "1", "--batch-size", "16", "--out", str(out), *FAST]
+    assert main(args) == 0
+    metrics = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*args, "--resume", "--arch", "mobilenet_v2"]) == 2  # a later --arch wins
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'resnet18'" in err and "'mobilenet_v2'" in err, err
+    assert "Traceback" not in err and "state_dict" not in err
+    assert main([*args, "--resume"]) == 0
+    said = capsys.readouterr()
+    (line,) = said.out.strip().splitlines()
+    assert "already finished 1 epoch" in line and "--epochs" in line, line
+    assert said.err == "" and (out / "metrics.jsonl").read_text() == metrics
