@@ -76,10 +76,13 @@ def lr_at(progress: float, cfg, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - cfg.warmup_epochs) / span)))
 
 
-def start_warnings(config: Config) -> list[str]:
+def start_warnings(config: Config, data: str | os.PathLike | None = None) -> list[str]:
     """What a run asked for but will not do, said once at start-up (no silent no-ops)."""
     m, epochs = config.mix, config.train.epochs
     out = []
+    if data is not None and not (Path(data) / "val").is_dir():
+        out.append(f"{str(data)!r} has no val/ folder: training without validation (no val_top1 in "
+                   "metrics.jsonl); add DATA/val/<class>/<image> to evaluate every epoch")
     if m.enabled and (m.k > 1 or m.method == "prune"):
         from .controller import MixController
 
@@ -175,7 +178,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     kind = device_kind(config.data.device)
     rank, world, local_rank = _setup_distributed(kind)
     if rank == 0:
-        for message in start_warnings(config):
+        for message in start_warnings(config, data):
             print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
     if kind == "gpu":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels

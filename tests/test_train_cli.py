@@ -283,3 +283,13 @@ def test_resume_with_another_arch_names_both_and_a_finished_run_says_so(small_da
     (line,) = said.out.strip().splitlines()
     assert "already finished 1 epoch" in line and "--epochs" in line, line
     assert said.err == "" and (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_data_without_val_is_said_once_at_start_up(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_colour_folder(str(data / "train"), per_class=8)
+    assert main(["train", "--data", str(data), "--epochs", "2", "--batch-size", "8",
+                 "--out", str(tmp_path / "run"), *FAST]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "val/" in line]
+    assert len(warned) == 1 and warned[0].startswith("mixtrain: warning: ") and "without validation" in warned[0]
+    assert "val_top1" not in _metrics(tmp_path / "run")[0]
