@@ -105,6 +105,35 @@ def check_resumable(ckpt: dict, config: Config, out_dir: Path) -> None:
                             "(--overwrite, or another --out)")
 
 
+def start_summary(config: Config, loader: TrainLoader, val_loader: ValLoader | None, data: Path,
+                  world: int, start_epoch: int, steps: int) -> str:
+    """What the run is about to do, one short block before the first epoch."""
+    t, d = config.train, config.data
+    dev = loader.torch_device
+    if dev.type == "cuda":
+        where = f"GPU {dev.index} ({torch.cuda.get_device_name(dev)})"
+    else:
+        where = f"CPU (DALI on {_count(d.resolved_threads(), 'thread')})"
+    ranks = f", {world} processes" if world > 1 else ""
+    epochs = (f"epochs {start_epoch + 1}-{t.epochs} of {t.epochs} (resumed)" if start_epoch
+              else _count(t.epochs, "epoch"))
+    n = loader.num_samples
+    bad = int(loader.excluded.sum())
+    train = _count(n - bad, "image") + (f" ({bad} bad, left out)" if bad else "")
+    val = _count(len(val_loader.index), "image") if val_loader is not None else "none (no val/)"
+    return "\n".join([
+        f"mixtrain: {t.arch} on {where}{ranks}, {epochs}",
+        f"  data:   {train} in {_count(len(loader.classes), 'class', 'classes')} ({data / 'train'}); val: {val}",
+        f"  steps:  {steps} in epoch {start_epoch + 1}, batch {d.batch_size}"
+        + (f" per process ({d.batch_size * world} in all)" if world > 1 else ""),
+        f"  mixing: {loader.controller.describe()}",
+    ])
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def earlier_run(out_dir: Path) -> list[str]:
     """The files of an earlier run in `out_dir` that a new run would replace: its checkpoint,
     and its metrics if any epoch was written (a run killed in its first epoch leaves an empty
@@ -222,6 +251,10 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         start_epoch = ckpt["epoch"]
         restore_rng(ckpt, on_gpu)
     loader.set_epoch(start_epoch)
+
+    steps = len(loader)  # plans the first epoch, on every rank (planning syncs the loss table)
+    if rank == 0:
+        print(start_summary(config, loader, val_loader, data, world, start_epoch, steps), flush=True)
 
     rows: list[dict] = []
     if rank == 0:

@@ -763,3 +763,17 @@ def test_linear_target_speedup_is_met_on_average_over_the_mixing_epochs():
 def test_package_defaults_mix_everything_first_then_decay():
     cfg = MixConfig(enabled=True)
     assert (cfg.schedule, cfg.selection, cfg.mix_fraction()) == ("linear", "random", 1.0)
+
+
+def test_describe_says_the_mixing_plan_in_words():
+    def words(epochs=10, **mix):
+        return MixController(MixConfig(**mix), 100, (64, 64), epochs=epochs).describe()
+
+    assert words() == "off" and words(enabled=True, k=1) == "off"
+    linear = words(enabled=True, k=4, target_speedup=1.6)
+    assert linear.startswith("k=4, linear schedule, target speedup x1.6 on average") and "epochs 2-8 of 10 mix" in linear
+    default = words(enabled=True, k=4)
+    assert "fraction 1 in the first mixing epoch, decaying" in default and "(the first at ideal x4.00)" in default
+    assert "fraction 0.5 every mixing epoch" in words(enabled=True, k=2, fraction=0.5, schedule="flat")
+    assert words(enabled=True, k=4, epochs=2).endswith("but no epoch of 2 mixes")
+    assert words(enabled=True, method="prune", target_speedup=1.6, schedule="flat").startswith("pruning")

@@ -293,3 +293,19 @@ def test_data_without_val_is_said_once_at_start_up(tmp_path, capsys):
     warned = [line for line in capsys.readouterr().err.splitlines() if "val/" in line]
     assert len(warned) == 1 and warned[0].startswith("mixtrain: warning: ") and "without validation" in warned[0]
     assert "val_top1" not in _metrics(tmp_path / "run")[0]
+
+
+def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tmp_path, capsys):
+    recipe = {"data": {"batch_size": 16, "image_size": 32, "threads": 1, "device": "cpu"}, "train": {"epochs": 3}}
+    mixing = load_config(None, {**recipe, "mix": {"enabled": True, "k": 2, "fraction": 0.5, "schedule": "flat"}})
+    _train_epochs_then_stop(mixing, small_data, tmp_path / "mix", stop_after=0)  # the summary, no epoch
+    head, data, steps, mix = capsys.readouterr().out.strip().splitlines()
+    assert "resnet18" in head and "CPU" in head and "3 epochs" in head, head
+    assert "96 images in 3 classes" in data and "val: 12 images" in data, data
+    assert "6 in epoch 1" in steps and "batch 16" in steps, steps
+    assert "k=2" in mix and "flat" in mix and "fraction 0.5" in mix and "epoch 2 of 3 mix" in mix, mix
+    no_val = tmp_path / "no_val"
+    write_colour_folder(str(no_val / "train"), per_class=8)
+    _train_epochs_then_stop(load_config(None, recipe), no_val, tmp_path / "plain", stop_after=0)
+    out = capsys.readouterr().out
+    assert "24 images in 3 classes" in out and "val: none (no val/)" in out and "mixing: off" in out, out
