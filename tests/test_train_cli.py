@@ -309,3 +309,26 @@ def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tm
     _train_epochs_then_stop(load_config(None, recipe), no_val, tmp_path / "plain", stop_after=0)
     out = capsys.readouterr().out
     assert "24 images in 3 classes" in out and "val: none (no val/)" in out and "mixing: off" in out, out
+
+
+@pytest.mark.parametrize("command", ["train", "make-synthetic", "demo", "preview", "plot", "check-data"])
+def test_help_shows_every_options_default(command, capsys):
+    """Every option that takes a value says its default in --help (flags and required ones
+    aside); an option that defaults to the recipe's value says so and what it is without one."""
+    import argparse
+    import re
+
+    from mixtrain_dali.cli import build_parser
+
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    entries = re.split(r"\n(?=  -)", capsys.readouterr().out)
+    checked = 0
+    for action in subs.choices[command]._actions:
+        if not action.option_strings or action.nargs == 0 or action.required:
+            continue
+        (entry,) = [e for e in entries if e.split()[0].rstrip(",") == action.option_strings[0]]
+        assert "default" in entry, entry
+        checked += 1
+    assert checked
