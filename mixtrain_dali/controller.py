@@ -44,6 +44,7 @@ class MixController:
         self.canvas = (int(canvas[0]), int(canvas[1]))
         self.seed = int(seed)
         self.epochs = epochs
+        self._warned_budget = False  # the shortfall below is said once a run, not every epoch
 
     # -- schedule ---------------------------------------------------------------------
     def final_full_epochs(self) -> int:
@@ -179,10 +180,12 @@ class MixController:
         stats.update(samples=n_keep, composites=n_comp, mixed_samples=n_mix,
                      ideal_speedup=n_keep / max(1, n_comp))  # known counts: no pass over the plan
         plan.stats = stats
-        if n_mix < budget:
-            log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): "
-                        "ideal speedup %.3f instead of %.3f", epoch, len(cand_idx), n_keep, budget,
-                        stats["ideal_speedup"], target)
+        if n_mix < budget and not self._warned_budget:
+            self._warned_budget = True
+            log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): ideal "
+                        "speedup %.3f instead of %.3f (said once; each epoch's plan.stats say whether "
+                        "it falls short again, ideal_speedup in metrics.jsonl)", epoch, len(cand_idx),
+                        n_keep, budget, stats["ideal_speedup"], target)
         return plan
 
     def _prune_plan(self, epoch, rng, keep, cand_idx, f, threshold, stats) -> EpochPlan:

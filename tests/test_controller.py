@@ -777,3 +777,15 @@ def test_describe_says_the_mixing_plan_in_words():
     assert "fraction 0.5 every mixing epoch" in words(enabled=True, k=2, fraction=0.5, schedule="flat")
     assert words(enabled=True, k=4, epochs=2).endswith("but no epoch of 2 mixes")
     assert words(enabled=True, method="prune", target_speedup=1.6, schedule="flat").startswith("pruning")
+
+
+def test_a_budget_shortfall_is_said_once_a_run_not_every_epoch(caplog):
+    n = 1000
+    losses = np.ones(n, np.float32)
+    losses[np.random.default_rng(3).permutation(n)[:300]] = 0.0  # 300 candidates, budget > 300
+    ctl = MixController(_cfg(k=2, target_speedup=1.6, schedule="flat"), n, CANVAS, epochs=10)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        plans = [ctl.plan(epoch, losses) for epoch in range(1, 6)]
+    assert all(p.stats["budget_met"] is False for p in plans)  # every epoch falls short ...
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert len(warnings) == 1 and "said once" in warnings[0]  # ... and it is said once
