@@ -259,11 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LogFormatter(logging.Formatter):
+    """The package's logged warnings read like the CLI's own: `mixtrain: warning: ...`, one
+    line; -v's INFO lines keep their logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING and not record.exc_info:
+            return f"mixtrain: {record.levelname.lower()}: {record.getMessage()}"
+        return super().format(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return args.func(args)
     except UserError as e:

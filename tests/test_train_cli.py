@@ -332,3 +332,16 @@ def test_help_shows_every_options_default(command, capsys):
         assert "default" in entry, entry
         checked += 1
     assert checked
+
+
+def test_the_package_s_logged_warnings_read_like_the_cli_s_own():
+    import logging
+
+    from mixtrain_dali.cli import _LogFormatter
+
+    def line(level):
+        record = logging.LogRecord("mixtrain_dali.controller", level, __file__, 1, "epoch %d: short", (3,), None)
+        return _LogFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+
+    assert line(logging.WARNING) == "mixtrain: warning: epoch 3: short"
+    assert line(logging.INFO) == "INFO mixtrain_dali.controller: epoch 3: short"  # -v
