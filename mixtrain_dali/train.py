@@ -53,6 +53,14 @@ def cuda_ordinal(local_rank: int, device_count: int) -> int:
                     "give each rank one device or all of them")
 
 
+def _launch_rank() -> int:
+    """This process's rank before train() sets up the process group: the group's when the
+    caller made one, else torchrun's RANK (0 when not launched by it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
 def _setup_distributed(device_kind: str) -> tuple[int, int, int]:
     """(rank, world_size, local_rank). Under torchrun on a GPU, selects this rank's CUDA device
     first (the loaders decode on torch's current device), then initialises the process group
@@ -190,19 +198,21 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         check_resumable(ckpt, config, out_dir)
         if ckpt["epoch"] >= t.epochs:
-            if int(os.environ.get("RANK", "0")) == 0:
+            if _launch_rank() == 0:
                 print(f"mixtrain: the run in {str(out_dir)!r} already finished {ckpt['epoch']} epoch(s) "
                       f"(--epochs {t.epochs}): nothing to do; to train it longer, --resume with a "
                       f"larger --epochs", flush=True)
             return _read_metrics(out_dir / METRICS, below_epoch=ckpt["epoch"])
     else:
-        # before the process group: every rank checks before rank 0 can write anything
+        # every rank checks before rank 0 can have written a checkpoint or a metrics line (both
+        # come after collectives); only rank 0 clears (others could delete what it has written)
         earlier = earlier_run(out_dir)
         if earlier and not overwrite:
             raise UserError(f"--out {str(out_dir)!r} already holds a run ({', '.join(earlier)}): "
                             "continue it with --resume, or delete it and start over with --overwrite "
                             "(or give another --out)")
-        clear_run(out_dir)  # also what a run that never finished an epoch left
+        if _launch_rank() == 0:
+            clear_run(out_dir)  # also what a run that never finished an epoch left
 
     kind = device_kind(config.data.device)
     rank, world, local_rank = _setup_distributed(kind)

@@ -149,3 +149,12 @@ def test_probe_judges_with_the_cpu_decoder_and_asks_the_gpu_decoder_only_second(
     bad = L.probe(["a"], "gpu", 1)
     assert calls == [("cpu", None), ("mixed", 1)]
     assert "GPU decoder" in bad[0]
+
+
+def test_only_the_launch_rank_0_clears_an_earlier_run(monkeypatch):
+    from mixtrain_dali.train import _launch_rank
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert _launch_rank() == 0
+    monkeypatch.setenv("RANK", "3")  # torchrun's, before train() makes the process group
+    assert _launch_rank() == 3
