@@ -79,7 +79,9 @@ class MixController:
         """The ideal speedup a mixing epoch's budget aims at: 1 / (1 - f + f / k) for mixing,
         1 / (1 - f) for pruning, f = fraction_at(epoch)."""
         f = self.fraction_at(epoch)
-        return 1.0 / (1.0 - f) if self.config.method == "prune" else ideal_speedup(self.config.k, f)
+        if self.config.method == "prune":
+            return 1.0 / (1.0 - f) if f < 1 else float("inf")  # f = 1 prunes every candidate
+        return ideal_speedup(self.config.k, f)
 
     def describe(self) -> str:
         """The mixing plan in words, for a run's start-up summary."""

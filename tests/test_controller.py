@@ -789,3 +789,11 @@ def test_a_budget_shortfall_is_said_once_a_run_not_every_epoch(caplog):
     assert all(p.stats["budget_met"] is False for p in plans)  # every epoch falls short ...
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
     assert len(warnings) == 1 and "said once" in warnings[0]  # ... and it is said once
+
+
+def test_pruning_every_candidate_plans_and_describes_without_dividing_by_zero():
+    ctl = MixController(MixConfig(enabled=True, method="prune", fraction=1.0, schedule="flat"), 100, CANVAS,
+                        epochs=4)
+    plan = ctl.plan(1, np.linspace(0, 1, 100).astype(np.float32))
+    assert plan.stats["target_speedup"] == float("inf") and plan.stats["pruned_samples"] > 0
+    assert ctl.describe().startswith("pruning") and "xinf" in ctl.describe()
