@@ -216,9 +216,6 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
 
     kind = device_kind(config.data.device)
     rank, world, local_rank = _setup_distributed(kind)
-    if rank == 0:
-        for message in start_warnings(config, data):
-            print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
     if kind == "gpu":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     torch.manual_seed(t.seed + rank)
@@ -263,7 +260,9 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     loader.set_epoch(start_epoch)
 
     steps = len(loader)  # plans the first epoch, on every rank (planning syncs the loss table)
-    if rank == 0:
+    if rank == 0:  # after every check that can fail: a run that stops says only why
+        for message in start_warnings(config, data):
+            print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
         print(start_summary(config, loader, val_loader, data, world, start_epoch, steps), flush=True)
 
     rows: list[dict] = []
