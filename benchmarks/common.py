@@ -3,7 +3,7 @@ output files (JSON + a Markdown table under a results-first header + PNG) and pl
 
 Every script is `main(argv, prog) -> dict`: it builds, checks and times all its variants in
 one run, writes `<name>_<device>[_quick].{json,md,png}` under `--out-dir` and prints its
-table last. Run one as `mixtrain bench {loader,speedup,accuracy} ...` or
+table last. Run one as `mixtrain bench {loader,speedup,accuracy,plan,demo} ...` or
 `python benchmarks/<script>.py ...`.
 """
 
@@ -29,7 +29,8 @@ QUICK_OUT = Path(tempfile.gettempdir()) / "mixtrain-bench-quick"
 
 # the command a user types for each script (recorded in the results)
 COMMANDS = {"loader_throughput": "mixtrain bench loader", "train_speedup": "mixtrain bench speedup",
-            "accuracy_budget": "mixtrain bench accuracy", "demo": "mixtrain bench demo"}
+            "accuracy_budget": "mixtrain bench accuracy", "demo": "mixtrain bench demo",
+            "plan_speed": "mixtrain bench plan"}
 
 
 # -- command line -------------------------------------------------------------------------
@@ -40,13 +41,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def add_common_args(p: argparse.ArgumentParser) -> None:
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """--quick and --out-dir, which every benchmark takes (add_common_args: and the rest)."""
     p.add_argument("--quick", action="store_true",
                    help="tiny data, few repeats: a smoke run of a few minutes on 2 cores; "
                         f"writes to {QUICK_OUT} unless --out-dir is given, files named *_quick.*")
     p.add_argument("--out-dir", default=None,
                    help=f"where the JSON/MD/PNG go (default {RESULTS_DIR.relative_to(REPO_ROOT)}/, "
                         f"or {QUICK_OUT} with --quick)")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The flags of every benchmark that loads images or trains."""
+    add_output_args(p)
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="DALI and training device: auto = gpu if CUDA is available (default auto)")
     p.add_argument("--data-dir", default=None,

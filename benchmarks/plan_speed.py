@@ -7,25 +7,25 @@ Times ``MixController.plan()`` on a realistic loss table (gamma-distributed per-
 losses: most small, a long tail; every sample seen, as after warm-up; a share of them measured
 inside a composite last epoch, so self-correction has work to do) for an unmixed epoch and a
 mixing epoch with k = 2 .. --k at --speedup. Each variant: one warm-up call, then --repeats
-timed calls; median and min are reported. Writes JSON and a Markdown table (default under
-benchmarks/results/), and prints the table last.
+timed calls; median and min are reported. Writes plan_speed[_quick].{json,md} under
+--out-dir (default benchmarks/results/; a temporary folder with --quick), and prints the
+table last. Host-side numpy only: it takes --quick and --out-dir, not the other benchmarks'
+--device or --data-dir.
 
-    python benchmarks/plan_speed.py                 # full size, about a minute
-    python benchmarks/plan_speed.py --n 100000 --repeats 3 --out /tmp/plan_speed.json
-    python benchmarks/plan_speed.py --profile       # also cProfile one k=--k plan
+    mixtrain bench plan                        # full size, about a minute
+    mixtrain bench plan --quick                # 100,000 samples, 3 repeats
+    mixtrain bench plan --n 100000 --repeats 3 --out-dir /tmp/plan
+    mixtrain bench plan --profile              # also cProfile one k=--k plan
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import datetime as dt
 import io
-import json
 import os
 import platform
 import pstats
-import shlex
 import statistics
 import sys
 import time
@@ -41,8 +41,11 @@ import common  # noqa: E402  (benchmarks/common.py)
 from mixtrain_dali.config import MixConfig  # noqa: E402
 from mixtrain_dali.controller import MixController  # noqa: E402
 
+NAME = "plan_speed"
 GOAL_MS = 200.0
 CANVAS = (224, 224)
+FULL = {"n": 1_281_167, "repeats": 7}  # ImageNet's train set
+QUICK = {"n": 100_000, "repeats": 3}
 
 
 
@@ -135,10 +138,13 @@ def profile_lines(result: dict) -> list[str]:
     return lines + ["", "## Timings", ""]
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=1_281_167, help="samples (default: ImageNet train)")
-    p.add_argument("--repeats", type=int, default=7, help="timed calls per variant")
+def build_parser(prog: str | None = None):
+    p = common.Parser(prog=prog, description=__doc__.split("\n\n")[0])
+    common.add_output_args(p)
+    p.add_argument("--n", type=int, default=None,
+                   help=f"samples (default {FULL['n']:,}, ImageNet's train set; {QUICK['n']:,} with --quick)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed calls per variant (default {FULL['repeats']}; {QUICK['repeats']} with --quick)")
     p.add_argument("--k", type=int, default=4, help="largest k; mixing variants k = 2 .. K")
     p.add_argument("--speedup", type=float, default=1.6, help="target ideal speedup S")
     p.add_argument("--loss-shape", type=float, default=0.5,
@@ -146,9 +152,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true",
                    help="cProfile one k=K plan (done anyway when a variant misses the goal)")
-    p.add_argument("--out", default="benchmarks/results/plan_speed.json",
-                   help="JSON path; the Markdown table goes beside it (.md)")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = build_parser(prog)
     args = p.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.n < 1 or args.repeats < 1 or not 2 <= args.k <= 4:
         p.error("need --n >= 1, --repeats >= 1 and 2 <= --k <= 4")
 
@@ -174,9 +187,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
               f"ideal speedup {plan.ideal_speedup:.3f}", file=sys.stderr, flush=True)
 
     result = {
-        "benchmark": "plan_speed", "goal_ms": GOAL_MS,
+        "benchmark": NAME, "goal_ms": GOAL_MS,
         "machine": machine(),
-        "argv": sys.argv, "command": shlex.join([Path(sys.executable).name] + sys.argv),
+        "command": common.command_line(NAME, argv), "settings": {"quick": args.quick},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "n": args.n, "repeats": args.repeats, "speedup": args.speedup, "canvas": list(CANVAS),
         "loss_shape": args.loss_shape, "seed": args.seed,
@@ -186,14 +199,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         result["profile_k"] = args.k
         result["profile"] = profile_plan(ctls[args.k], 5, losses, mixed_last)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    out.with_suffix(".md").write_text(table)
+    common.write_results(common.out_dir(args), NAME + ("_quick" if args.quick else ""), result, table)
     print(table)
-    return 0
+    return result
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.run_script(main))

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import scan_image_folder
-from .errors import UserError
+from .dataset import scan_image_folder, splits
 
 _CHUNK = 64
 
@@ -72,14 +71,6 @@ def _inspect(paths: list[str], quick: bool) -> list[dict]:
     return out
 
 
-def _splits(root: Path) -> dict[str, Path]:
-    if not root.is_dir():
-        raise UserError(f"data directory {str(root)!r} does not exist or is not a directory")
-    if (root / "train").is_dir():
-        return {name: root / name for name in ("train", "val") if (root / name).is_dir()}
-    return {root.name or str(root): root}
-
-
 def _stats(values: list[int]) -> dict | None:
     if not values:
         return None
@@ -93,8 +84,8 @@ def check_data(root: str | os.PathLike, workers: int | None = None, quick: bool 
     from tqdm import tqdm
 
     root = Path(root)
-    splits = _splits(root)
-    indexes = {name: scan_image_folder(path, allow_empty_classes=True) for name, path in splits.items()}
+    found = splits(root)
+    indexes = {name: scan_image_folder(path, allow_empty_classes=True) for name, path in found.items()}
     total = sum(len(ix) for ix in indexes.values())
     workers = max(1, workers or min(os.cpu_count() or 1, 16))
     start = time.perf_counter()

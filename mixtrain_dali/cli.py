@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -10,9 +11,35 @@ from pathlib import Path
 from .errors import UserError
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every default: argparse's "(default: X)" where the default is a value;
+    a help text that already says its default (one from the recipe) is left as it is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.nargs == 0 or action.required or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, exit 2 (argparse prints usage + message)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _recipe(section: str, key: str, value: str | None = None) -> str:
+    """'default: the recipe's, else X': a flag left out takes the --config recipe's value, or
+    the package default X (the config dataclass's, unless `value` words it)."""
+    from . import config
+
+    cls = {"data": config.DataConfig, "train": config.TrainConfig, "mix": config.MixConfig}[section]
+    if value is None:
+        value = str({f.name: f.default for f in dataclasses.fields(cls)}[key])
+    return f"default: the recipe's, else {value}"
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -20,35 +47,56 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML recipe (see pipelines/); flags override it")
-    p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50, mobilenet_v2, vit_b_16")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="composites per step and rank")
-    p.add_argument("--lr", type=float, help="learning rate for batch 256 (scaled with the global batch)")
-    p.add_argument("--image-size", type=int, help="train crop; val resize and crop scale with it")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"])
-    p.add_argument("--threads", type=int, help="DALI CPU threads (default min(cores, 8))")
-    p.add_argument("--out", help="run directory (metrics.jsonl, config.toml, checkpoint.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--config", help="TOML recipe (see pipelines/); flags override it (default: none, "
+                                    "the package defaults)")
+    p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50, mobilenet_v2, vit_b_16; "
+                                  + _recipe("train", "arch"))
+    p.add_argument("--epochs", type=int, help=_recipe("train", "epochs"))
+    p.add_argument("--batch-size", type=int, help="composites per step and rank; " + _recipe("data", "batch_size"))
+    p.add_argument("--lr", type=float, help="learning rate for batch 256 (scaled with the global batch); "
+                                            + _recipe("train", "lr"))
+    p.add_argument("--image-size", type=int, help="train crop; val resize and crop scale with it; "
+                                                  + _recipe("data", "image_size"))
+    p.add_argument("--seed", type=int, help=_recipe("train", "seed"))
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"],
+                   help="auto: gpu if CUDA is available; " + _recipe("data", "device"))
+    p.add_argument("--threads", type=int, help="DALI CPU threads; " + _recipe("data", "threads", "0 = min(cores, 8)"))
+    p.add_argument("--out", help="run directory (metrics.jsonl, config.toml, checkpoint.pt); "
+                                 + _recipe("train", "out") + ", shared by every such run: a second run "
+                                 "into a folder that holds one is refused without --resume or --overwrite")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint.pt")
+    again.add_argument("--overwrite", action="store_true",
+                       help="OUT holds an earlier run: delete its files (checkpoint, metrics, config, "
+                            "bad-file list) and start over")
     g = p.add_argument_group("mixing (MixTrain)")
-    g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off")
-    g.add_argument("--mix-fraction", type=float, help="fraction of samples mixed per mixing epoch")
+    g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off; "
+                                             + _recipe("mix", "k", "off"))
+    g.add_argument("--mix-fraction", type=float,
+                   help="fraction of samples mixed per mixing epoch; "
+                        + _recipe("mix", "fraction", "neither this nor --mix-speedup: fraction 1 "
+                                                     "decaying (linear schedule), x1.6 (flat)"))
     g.add_argument("--mix-speedup", type=float,
                    help="target ideal epoch speedup instead of a fraction (linear schedule: the mean "
-                        "over the mixing epochs)")
-    g.add_argument("--mix-selection", choices=["loss", "random"], help="loss: below-threshold samples")
-    g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal")
-    g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start")
+                        "over the mixing epochs); " + _recipe("mix", "target_speedup", "none (see --mix-fraction)"))
+    g.add_argument("--mix-selection", choices=["loss", "random"],
+                   help="loss: below-threshold samples only; random: any seen sample; "
+                        + _recipe("mix", "selection"))
+    g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal; "
+                                                   + _recipe("mix", "gamma"))
+    g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start; " + _recipe("mix", "warmup_epochs"))
     g.add_argument("--mix-schedule", choices=["flat", "linear"],
-                   help="flat: the same fraction every mixing epoch; linear: decaying to 0")
+                   help="flat: the same fraction every mixing epoch; linear: decaying to 0; "
+                        + _recipe("mix", "schedule"))
     g.add_argument("--mix-tile-scale", type=float,
-                   help="a tile's source window area x share^this (1: objects keep their size; 0: squashed)")
+                   help="a tile's source window area x share^this (1: objects keep their size; 0: squashed); "
+                        + _recipe("mix", "tile_scale"))
     g.add_argument("--mix-loss-norm", choices=["constituent", "composite"],
-                   help="batch loss averaged over constituents, or summed per composite")
+                   help="batch loss averaged over constituents, or summed per composite; "
+                        + _recipe("mix", "loss_norm"))
     g.add_argument("--mix-isolate", action="store_const", const=True, default=None,
                    help="run each constituent through the network apart (tiles cut out of the "
-                        "composite; use with --mix-gamma 0)")
+                        "composite; use with --mix-gamma 0); " + _recipe("mix", "isolate", "off"))
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -81,7 +129,8 @@ def cmd_train(args) -> int:
     from .train import train
 
     config = _config_from_args(args)
-    train(config, args.data, config.train.out, resume=args.resume, progress=not args.no_progress)
+    train(config, args.data, config.train.out, resume=args.resume, progress=not args.no_progress,
+          overwrite=args.overwrite)
     return 0
 
 
@@ -139,7 +188,7 @@ def cmd_check_data(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mixtrain", description="DALI ImageFolder loader with MixTrain input mixing")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages too")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a torchvision model on an ImageFolder dataset")
@@ -148,34 +197,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("make-synthetic", help="write the embedded synthetic ImageFolder dataset")
-    p.add_argument("dir")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--train-per-class", type=int, default=100)
-    p.add_argument("--val-per-class", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("dir", help="where DIR/train and DIR/val are written")
+    p.add_argument("--classes", type=int, default=10, help="number of classes")
+    p.add_argument("--train-per-class", type=int, default=100, help="train images per class")
+    p.add_argument("--val-per-class", type=int, default=25, help="val images per class")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     p.set_defaults(func=cmd_make_synthetic)
 
     p = sub.add_parser("demo", help="baseline, MixTrain and training less for MixTrain's time, side by side")
     p.add_argument("--data", default=None,
                    help="an ImageFolder root with train/ and val/ (default: the embedded synthetic "
                         "dataset, written to data/synthetic once)")
-    p.add_argument("--image-size", type=int, default=None, help="train crop (default the demo recipe's 64)")
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default=None, help="default auto")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="train crop (default: the demo recipe's 64)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default=None,
+                   help="auto: gpu if CUDA is available (default: auto)")
+    p.add_argument("--out", default="runs/demo", help="folder of the three runs, table and plot (each run "
+                                                      "in it starts fresh)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of each run (default: the demo recipe's 15; 3 with --quick)")
     p.add_argument("--quick", action="store_true", help="a smaller, faster demo (for tests)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("preview", help="save one mixed batch as a labelled PNG grid")
-    _add_data_flags(p)
-    p.add_argument("--out", default="preview.png")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--fraction", type=float, default=0.75)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--data", required=True,
+                   help="a dataset root with train/ (its train/ is shown) or one ImageFolder split "
+                        "(a folder of class folders)")
+    p.add_argument("--out", default="preview.png", help="PNG path")
+    p.add_argument("--k", type=int, default=4, help="constituents per composite, 2..4")
+    p.add_argument("--fraction", type=float, default=0.75, help="fraction of the samples mixed")
+    p.add_argument("--batch-size", type=int, default=16, help="composites shown")
+    p.add_argument("--image-size", type=int, default=224, help="canvas side in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plan and the stand-in losses")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="DALI's device; auto: gpu if CUDA is available")
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("plot", help="draw a run's curves (accuracy, loss, speedup) to PNG")
@@ -186,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="run a benchmark of the checkout's benchmarks/ (JSON, table, plots)")
     p.add_argument("benchmark", choices=["loader", "speedup", "accuracy", "plan", "demo"],
                    help="loader: throughput vs torchvision/DALI; speedup: epoch time vs ideal; "
-                        "accuracy: top-1 at equal budget")
+                        "accuracy: top-1 at equal budget; plan: the controller's planning time; "
+                        "demo: `mixtrain demo`, recorded")
     p.add_argument("args", nargs=argparse.REMAINDER,
                    help="the benchmark's flags, e.g. --quick --out-dir DIR --device gpu "
                         "(mixtrain bench NAME --help lists them)")
@@ -197,17 +253,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="dataset root with train/ (and val/), or one ImageFolder split")
     p.add_argument("--workers", type=int, help="processes (default: CPU cores, at most 16)")
     p.add_argument("--quick", action="store_true", help="header checks only, no DALI decode")
-    p.add_argument("--json", metavar="FILE", help="also save the report as JSON")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", metavar="FILE", help="also save the report as JSON (default: no JSON)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_check_data)
     return parser
+
+
+class _LogFormatter(logging.Formatter):
+    """The package's logged warnings read like the CLI's own: `mixtrain: warning: ...`, one
+    line; -v's INFO lines keep their logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING and not record.exc_info:
+            return f"mixtrain: {record.levelname.lower()}: {record.getMessage()}"
+        return super().format(record)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return args.func(args)
     except UserError as e:

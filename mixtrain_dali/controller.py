@@ -44,6 +44,7 @@ class MixController:
         self.canvas = (int(canvas[0]), int(canvas[1]))
         self.seed = int(seed)
         self.epochs = epochs
+        self._warned_budget = False  # the shortfall below is said once a run, not every epoch
 
     # -- schedule ---------------------------------------------------------------------
     def final_full_epochs(self) -> int:
@@ -73,6 +74,37 @@ class MixController:
             # over j = 0..M-1 is f * (M + 1) / (2 M), so the first epoch takes more
             f = min(1.0, f * 2 * span / (span + 1))
         return f * (span - (epoch - c.warmup_epochs)) / span
+
+    def target_speedup_at(self, epoch: int) -> float:
+        """The ideal speedup a mixing epoch's budget aims at: 1 / (1 - f + f / k) for mixing,
+        1 / (1 - f) for pruning, f = fraction_at(epoch)."""
+        f = self.fraction_at(epoch)
+        if self.config.method == "prune":
+            return 1.0 / (1.0 - f) if f < 1 else float("inf")  # f = 1 prunes every candidate
+        return ideal_speedup(self.config.k, f)
+
+    def describe(self) -> str:
+        """The mixing plan in words, for a run's start-up summary."""
+        c = self.config
+        if not c.enabled or (c.method == "mix" and c.k == 1):
+            return "off"
+        linear = c.schedule == "linear" and self.epochs is not None
+        if c.fraction is not None or (c.target_speedup is None and linear and c.method == "mix"):
+            budget = f"fraction {c.mix_fraction():g} " + ("in the first mixing epoch, decaying linearly"
+                                                          if linear else "every mixing epoch")
+        else:
+            budget = (f"target speedup x{1.6 if c.target_speedup is None else c.target_speedup:g} "
+                      + ("on average over the mixing epochs (decaying)" if linear else "every mixing epoch"))
+        what = f"k={c.k}" if c.method == "mix" else "pruning (InfoBatch-style)"
+        head = f"{what}, {c.schedule} schedule, {budget}, {c.selection} selection"
+        if self.epochs is None:
+            return f"{head}; every epoch after {c.warmup_epochs} warm-up epoch(s) mixes"
+        mixing = [e for e in range(self.epochs) if self.is_mixing_epoch(e)]
+        if not mixing:
+            return f"{head}; but no epoch of {self.epochs} mixes"
+        span = f"epoch {mixing[0] + 1}" if len(mixing) == 1 else f"epochs {mixing[0] + 1}-{mixing[-1] + 1}"
+        return (f"{head}; {span} of {self.epochs} mix (the first at ideal "
+                f"x{self.target_speedup_at(mixing[0]):.2f})")
 
     # -- planning ---------------------------------------------------------------------
     def plan(self, epoch: int, losses: np.ndarray | None = None,
@@ -143,17 +175,19 @@ class MixController:
         flips = rng.integers(0, 2, size=(n_comp, k), dtype=np.uint8) * (members >= 0)
         plan = EpochPlan(epoch, self.canvas, members, np.take(all_boxes, order, axis=0),
                          np.take(all_shares, order, axis=0), flips.astype(np.uint8))
-        target = ideal_speedup(k, f)
+        target = self.target_speedup_at(epoch)
         stats.update(mixing_epoch=True, threshold=threshold, candidates=int(len(cand_idx)),
                      target_speedup=target, budget_met=n_mix >= budget)
         n_keep = int(keep.sum())
         stats.update(samples=n_keep, composites=n_comp, mixed_samples=n_mix,
                      ideal_speedup=n_keep / max(1, n_comp))  # known counts: no pass over the plan
         plan.stats = stats
-        if n_mix < budget:
-            log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): "
-                        "ideal speedup %.3f instead of %.3f", epoch, len(cand_idx), n_keep, budget,
-                        stats["ideal_speedup"], target)
+        if n_mix < budget and not self._warned_budget:
+            self._warned_budget = True
+            log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): ideal "
+                        "speedup %.3f instead of %.3f (said once; each epoch's plan.stats say whether "
+                        "it falls short again, ideal_speedup in metrics.jsonl)", epoch, len(cand_idx),
+                        n_keep, budget, stats["ideal_speedup"], target)
         return plan
 
     def _prune_plan(self, epoch, rng, keep, cand_idx, f, threshold, stats) -> EpochPlan:
@@ -171,7 +205,7 @@ class MixController:
         is_candidate = np.zeros(len(keep), bool)
         is_candidate[cand_idx] = True
         plan.weights = np.where(is_candidate[order], rescale, 1.0).astype(np.float32)[:, None]
-        target = 1.0 / (1.0 - f)
+        target = self.target_speedup_at(epoch)
         stats.update(mixing_epoch=True, threshold=threshold, candidates=int(len(cand_idx)),
                      target_speedup=target, budget_met=n_prune >= budget, pruned_samples=int(n_prune),
                      loss_rescale=rescale)

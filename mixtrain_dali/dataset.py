@@ -58,6 +58,22 @@ class ImageFolderIndex:
         return {"classes": list(self.classes), "num_samples": len(self)}
 
 
+def splits(root: str | os.PathLike) -> dict[str, Path]:
+    """The ImageFolder splits at `root`: a dataset root that holds train/ gives its train/
+    and val/ (where there is one); any other folder is one split itself, named after it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data directory {str(root)!r} does not exist or is not a directory")
+    if (root / "train").is_dir():
+        return {name: root / name for name in ("train", "val") if (root / name).is_dir()}
+    return {root.name or str(root): root}
+
+
+def train_split(root: str | os.PathLike) -> Path:
+    """ROOT/train for a dataset root with train/, else ROOT itself (a folder of class folders)."""
+    return next(iter(splits(root).values()))
+
+
 def find_classes(root: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
     root = Path(root)
     if not root.is_dir():

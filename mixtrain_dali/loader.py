@@ -233,6 +233,10 @@ class TrainLoader(_FolderAttributes):
         if validate:
             bad, watch = validate_files(self.index.paths)
             self._exclude(bad, write=self.rank == 0)  # every rank finds the same; one writes
+            if n and self.excluded.all():
+                listed = f" (listed in {self.bad_files.path})" if self.bad_files.path else ""
+                raise UserError(f"no readable training images in {str(self.index.root)!r}: all {n} "
+                                f"files are bad{listed}; `mixtrain check-data` says why")
         crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
                             tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale)
         if watch is not None and watch_files:

@@ -27,6 +27,7 @@ _MEAN = [255 * m for m in IMAGENET_MEAN]
 _STD = [255 * s for s in IMAGENET_STD]
 
 log = logging.getLogger(__name__)
+_said: set[str] = set()  # warnings said by this process (each loader resolves the device)
 
 
 def resolve_device(device: str = "auto") -> tuple[str, int | None]:
@@ -42,7 +43,8 @@ def resolve_device(device: str = "auto") -> tuple[str, int | None]:
         return "cpu", None
     index = torch.cuda.current_device()
     hint = forgot_set_device(index, os.environ.get("LOCAL_RANK"), torch.cuda.device_count())
-    if hint:
+    if hint and hint not in _said:
+        _said.add(hint)
         log.warning(hint)
     return "gpu", index
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import IMAGENET_MEAN, IMAGENET_STD, MixConfig
+from .dataset import train_split
 from .loader import TrainLoader
 from .report import pyplot, save_figure
 
@@ -14,7 +15,8 @@ from .report import pyplot, save_figure
 def preview(data_root, out, k: int = 4, fraction: float = 0.75, batch_size: int = 16,
             image_size: int = 224, gamma: float = 1.0, seed: int = 0, device: str = "auto",
             threads: int = 0) -> Path:
-    """Save a grid of the first mixed batch of an epoch.
+    """Save a grid of the first mixed batch of an epoch of `data_root`: a dataset root with
+    train/ (its train/ is shown) or one split (a folder of class folders).
 
     The controller needs every sample's loss before it mixes; a preview has none, so it
     draws stand-in losses (uniform in [0, 2]) to show uneven, loss-driven area shares.
@@ -26,7 +28,7 @@ def preview(data_root, out, k: int = 4, fraction: float = 0.75, batch_size: int 
 
     mix = MixConfig(enabled=True, k=k, fraction=fraction, selection="random", warmup_epochs=0,
                     final_full_fraction=0.0, gamma=gamma, self_correct=False)
-    loader = TrainLoader(data_root, batch_size, image_size, mix=mix, seed=seed, device=device,
+    loader = TrainLoader(train_split(data_root), batch_size, image_size, mix=mix, seed=seed, device=device,
                          threads=threads, torch_device="cpu")
     rng = np.random.default_rng(seed)
     loader.losses[:-1] = torch.from_numpy(rng.uniform(0, 2, loader.num_samples).astype(np.float32))

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+CONFIG = "config.toml"
 
 
 def dist_backend(device_kind: str) -> str:
@@ -50,6 +51,14 @@ def cuda_ordinal(local_rank: int, device_count: int) -> int:
         return local_rank
     raise UserError(f"LOCAL_RANK={local_rank} but this process sees {device_count} CUDA devices; "
                     "give each rank one device or all of them")
+
+
+def _launch_rank() -> int:
+    """This process's rank before train() sets up the process group: the group's when the
+    caller made one, else torchrun's RANK (0 when not launched by it)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def _setup_distributed(device_kind: str) -> tuple[int, int, int]:
@@ -75,10 +84,13 @@ def lr_at(progress: float, cfg, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - cfg.warmup_epochs) / span)))
 
 
-def start_warnings(config: Config) -> list[str]:
+def start_warnings(config: Config, data: str | os.PathLike | None = None) -> list[str]:
     """What a run asked for but will not do, said once at start-up (no silent no-ops)."""
     m, epochs = config.mix, config.train.epochs
     out = []
+    if data is not None and not (Path(data) / "val").is_dir():
+        out.append(f"{str(data)!r} has no val/ folder: training without validation (no val_top1 in "
+                   "metrics.jsonl); add DATA/val/<class>/<image> to evaluate every epoch")
     if m.enabled and (m.k > 1 or m.method == "prune"):
         from .controller import MixController
 
@@ -88,6 +100,65 @@ def start_warnings(config: Config) -> list[str]:
                        f"{m.warmup_epochs} warm-up epoch(s) and the {ctl.final_full_epochs()} final unmixed "
                        "one(s); train longer or lower mix.warmup_epochs / mix.final_full_fraction")
     return out
+
+
+def check_resumable(ckpt: dict, config: Config, out_dir: Path) -> None:
+    """Refuse to resume a checkpoint into another model: its arch and stem must be this run's."""
+    was = ckpt.get("config", {}).get("train", {})
+    for key, how in (("arch", "--arch {}"), ("stem", "stem = {!r} in the recipe's [train]")):
+        then, now = was.get(key), getattr(config.train, key)
+        if then is not None and str(then).lower() != str(now).lower():
+            raise UserError(f"--resume: the checkpoint in {str(out_dir)!r} was trained with {key} {then!r}, "
+                            f"not {now!r}: resume with {how.format(then)}, or start a new run "
+                            "(--overwrite, or another --out)")
+
+
+def start_summary(config: Config, loader: TrainLoader, val_loader: ValLoader | None, data: Path,
+                  world: int, start_epoch: int, steps: int) -> str:
+    """What the run is about to do, one short block before the first epoch."""
+    t, d = config.train, config.data
+    dev = loader.torch_device
+    if dev.type == "cuda":
+        where = f"GPU {dev.index} ({torch.cuda.get_device_name(dev)})"
+    else:
+        where = f"CPU (DALI on {_count(d.resolved_threads(), 'thread')})"
+    ranks = f", {world} processes" if world > 1 else ""
+    epochs = (f"epochs {start_epoch + 1}-{t.epochs} of {t.epochs} (resumed)" if start_epoch
+              else _count(t.epochs, "epoch"))
+    n = loader.num_samples
+    bad = int(loader.excluded.sum())
+    train = _count(n - bad, "image") + (f" ({bad} bad, left out)" if bad else "")
+    val = _count(len(val_loader.index), "image") if val_loader is not None else "none (no val/)"
+    return "\n".join([
+        f"mixtrain: {t.arch} on {where}{ranks}, {epochs}",
+        f"  data:   {train} in {_count(len(loader.classes), 'class', 'classes')} ({data / 'train'}); val: {val}",
+        f"  steps:  {steps} in epoch {start_epoch + 1}, batch {d.batch_size}"
+        + (f" per process ({d.batch_size * world} in all)" if world > 1 else ""),
+        f"  mixing: {loader.controller.describe()}",
+    ])
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def earlier_run(out_dir: Path) -> list[str]:
+    """The files of an earlier run in `out_dir` that a new run would replace: its checkpoint,
+    and its metrics if any epoch was written (a run killed in its first epoch leaves an empty
+    metrics.jsonl and nothing to lose)."""
+    metrics = out_dir / METRICS
+    return ([CHECKPOINT] if (out_dir / CHECKPOINT).is_file() else []) + \
+        ([METRICS] if metrics.is_file() and metrics.stat().st_size > 0 else [])
+
+
+def clear_run(out_dir: Path) -> None:
+    """Delete a run's own files in `out_dir` (nothing else there): the checkpoint and its
+    temporary files, metrics, config, the bad-file list."""
+    if not out_dir.is_dir():
+        return
+    for path in [out_dir / n for n in (CHECKPOINT, METRICS, METRICS + ".tmp", CONFIG, BAD_FILES)] \
+            + list(out_dir.glob(CHECKPOINT + ".tmp*")):
+        path.unlink(missing_ok=True)
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -101,8 +172,11 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None = None,
-          resume: bool = False, progress: bool = True) -> list[dict]:
-    """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows."""
+          resume: bool = False, progress: bool = True, overwrite: bool = False) -> list[dict]:
+    """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows.
+
+    `out` holding an earlier run (earlier_run) is refused unless `resume` (continue it) or
+    `overwrite` (its files are deleted first)."""
     t = config.train
     out_dir = Path(out if out is not None else t.out)
     data = Path(data)
@@ -113,14 +187,35 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         raise UserError(f"{str(data)!r} has no train/ folder: expected DATA/train/<class>/<image> "
                         "(and optionally DATA/val/<class>/<image>)")
     ckpt_path = out_dir / CHECKPOINT
-    if resume and not ckpt_path.is_file():
-        raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite deletes it: give one of them")
+    ckpt = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise UserError(f"--resume: no checkpoint in {str(out_dir)!r} (looked for {CHECKPOINT})")
+        # onto the CPU: load_state_dict copies weights and optimizer state to their devices,
+        # and RNG states must stay CPU ByteTensors (map_location=cuda would move them)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        check_resumable(ckpt, config, out_dir)
+        if ckpt["epoch"] >= t.epochs:
+            if _launch_rank() == 0:
+                print(f"mixtrain: the run in {str(out_dir)!r} already finished {ckpt['epoch']} epoch(s) "
+                      f"(--epochs {t.epochs}): nothing to do; to train it longer, --resume with a "
+                      f"larger --epochs", flush=True)
+            return _read_metrics(out_dir / METRICS, below_epoch=ckpt["epoch"])
+    else:
+        # every rank checks before rank 0 can have written a checkpoint or a metrics line (both
+        # come after collectives); only rank 0 clears (others could delete what it has written)
+        earlier = earlier_run(out_dir)
+        if earlier and not overwrite:
+            raise UserError(f"--out {str(out_dir)!r} already holds a run ({', '.join(earlier)}): "
+                            "continue it with --resume, or delete it and start over with --overwrite "
+                            "(or give another --out)")
+        if _launch_rank() == 0:
+            clear_run(out_dir)  # also what a run that never finished an epoch left
 
     kind = device_kind(config.data.device)
     rank, world, local_rank = _setup_distributed(kind)
-    if rank == 0:
-        for message in start_warnings(config):
-            print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
     if kind == "gpu":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     torch.manual_seed(t.seed + rank)
@@ -156,23 +251,30 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     amp = on_gpu and t.amp
 
     start_epoch = 0
-    if resume:
-        # onto the CPU: load_state_dict copies weights and optimizer state to their devices,
-        # and RNG states must stay CPU ByteTensors (map_location=cuda would move them)
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if ckpt is not None:
         loader.load_state_dict(ckpt["loader"])  # refuses another dataset
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # a model setting check_resumable does not know of
+            raise UserError(f"--resume: the checkpoint in {str(out_dir)!r} does not fit this "
+                            f"{t.arch} model: {str(e).strip().splitlines()[0]}") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch = ckpt["epoch"]
         restore_rng(ckpt, on_gpu)
     loader.set_epoch(start_epoch)
+
+    steps = len(loader)  # plans the first epoch, on every rank (planning syncs the loss table)
+    if rank == 0:  # after every check that can fail: a run that stops says only why
+        for message in start_warnings(config, data):
+            print(f"mixtrain: warning: {message}", file=sys.stderr, flush=True)
+        print(start_summary(config, loader, val_loader, data, world, start_epoch, steps), flush=True)
 
     rows: list[dict] = []
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(CHECKPOINT + ".tmp*"):  # left by a kill during a save
             stale.unlink()
-        config.save(out_dir / "config.toml")
+        config.save(out_dir / CONFIG)
         rows = _read_metrics(out_dir / METRICS, below_epoch=start_epoch)
         _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks
 
@@ -252,6 +354,9 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
         loss_sum += loss.detach() * n
         seen += n
         composites += len(logits)
+    if not composites:  # every file was found bad mid-epoch (the loader checks them up front too)
+        raise UserError(f"no readable training images left in {str(loader.index.root)!r}: every file "
+                        f"was found bad (listed in {BAD_FILES})")
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     elapsed = time.perf_counter() - start

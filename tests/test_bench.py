@@ -179,3 +179,19 @@ def test_demo_quick_records_baseline_mixtrain_and_training_less(tmp_path):
     assert (out / "demo_cpu_quick.png").stat().st_size > 0 and result["settings"]["device"] == "cpu"
     assert {"baseline", "mixtrain", "train_less"} <= set(result["summary"])
     assert result["summary"]["train_less"]["epochs"] <= result["summary"]["baseline"]["epochs"]
+
+
+def test_plan_takes_the_common_quick_and_out_dir_flags(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", "plan", "--quick", "--out-dir", str(out)]) == 0
+    result = json.loads((out / "plan_speed_quick.json").read_text())
+    assert result["n"] == 100_000 and result["repeats"] == 3 and result["settings"]["quick"] is True
+    assert result["command"] == f"mixtrain bench plan --quick --out-dir {out}"
+    assert [v["k"] for v in result["variants"]] == [1, 2, 3, 4]
+    assert (out / "plan_speed_quick.md").read_text().startswith("# Controller planning time")
+    assert main(["bench", "plan", "--out-dir", str(out), "--n", "2000", "--repeats", "1"]) == 0
+    assert json.loads((out / "plan_speed.json").read_text())["n"] == 2000
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "plan", "--quick", "--k", "5"])
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1

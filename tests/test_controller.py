@@ -764,3 +764,37 @@ def test_linear_target_speedup_is_met_on_average_over_the_mixing_epochs():
 def test_package_defaults_mix_everything_first_then_decay():
     cfg = MixConfig(enabled=True)
     assert (cfg.schedule, cfg.selection, cfg.mix_fraction()) == ("linear", "random", 1.0)
+
+
+def test_describe_says_the_mixing_plan_in_words():
+    def words(epochs=10, **mix):
+        return MixController(MixConfig(**mix), 100, (64, 64), epochs=epochs).describe()
+
+    assert words() == "off" and words(enabled=True, k=1) == "off"
+    linear = words(enabled=True, k=4, target_speedup=1.6)
+    assert linear.startswith("k=4, linear schedule, target speedup x1.6 on average") and "epochs 2-8 of 10 mix" in linear
+    default = words(enabled=True, k=4)
+    assert "fraction 1 in the first mixing epoch, decaying" in default and "(the first at ideal x4.00)" in default
+    assert "fraction 0.5 every mixing epoch" in words(enabled=True, k=2, fraction=0.5, schedule="flat")
+    assert words(enabled=True, k=4, epochs=2).endswith("but no epoch of 2 mixes")
+    assert words(enabled=True, method="prune", target_speedup=1.6, schedule="flat").startswith("pruning")
+
+
+def test_a_budget_shortfall_is_said_once_a_run_not_every_epoch(caplog):
+    n = 1000
+    losses = np.ones(n, np.float32)
+    losses[np.random.default_rng(3).permutation(n)[:300]] = 0.0  # 300 candidates, budget > 300
+    ctl = MixController(_cfg(k=2, target_speedup=1.6, schedule="flat"), n, CANVAS, epochs=10)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        plans = [ctl.plan(epoch, losses) for epoch in range(1, 6)]
+    assert all(p.stats["budget_met"] is False for p in plans)  # every epoch falls short ...
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == LOGGER]
+    assert len(warnings) == 1 and "said once" in warnings[0]  # ... and it is said once
+
+
+def test_pruning_every_candidate_plans_and_describes_without_dividing_by_zero():
+    ctl = MixController(MixConfig(enabled=True, method="prune", fraction=1.0, schedule="flat"), 100, CANVAS,
+                        epochs=4)
+    plan = ctl.plan(1, np.linspace(0, 1, 100).astype(np.float32))
+    assert plan.stats["target_speedup"] == float("inf") and plan.stats["pruned_samples"] > 0
+    assert ctl.describe().startswith("pruning") and "xinf" in ctl.describe()

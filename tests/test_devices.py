@@ -110,6 +110,20 @@ def test_forgetting_set_device_under_torchrun_is_warned_about():
     assert forgot_set_device(0, None, 8) is None      # not under torchrun
 
 
+def test_the_set_device_hint_is_said_once_per_process_not_per_loader(monkeypatch, caplog):
+    from mixtrain_dali import pipelines as P
+
+    monkeypatch.setattr(P, "device_kind", lambda device: "gpu")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(P, "_said", set(), raising=False)  # a fresh process
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with caplog.at_level("WARNING", logger="mixtrain_dali.pipelines"):
+        for _ in range(3):  # the train loader, the val loader, ...
+            assert P.resolve_device("auto") == ("gpu", 0)
+    assert [r.getMessage() for r in caplog.records].count(forgot_set_device(0, "2", 4)) == 1
+
+
 def test_rng_state_round_trips_through_a_cpu_loaded_checkpoint(tmp_path):
     state = rng_state(on_gpu=False)
     assert "cuda_rng" not in state
@@ -135,3 +149,12 @@ def test_probe_judges_with_the_cpu_decoder_and_asks_the_gpu_decoder_only_second(
     bad = L.probe(["a"], "gpu", 1)
     assert calls == [("cpu", None), ("mixed", 1)]
     assert "GPU decoder" in bad[0]
+
+
+def test_only_the_launch_rank_0_clears_an_earlier_run(monkeypatch):
+    from mixtrain_dali.train import _launch_rank
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert _launch_rank() == 0
+    monkeypatch.setenv("RANK", "3")  # torchrun's, before train() makes the process group
+    assert _launch_rank() == 3

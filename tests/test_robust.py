@@ -512,6 +512,8 @@ def _layout(tmp_path, how: str) -> str:
         B.plant(str(root / "train"), classes=("ant", "bee"), good_per_class=2, bad_kinds=())
         (root / "train" / "cat").mkdir()
         (root / "train" / "cat" / "notes.txt").write_text("no images here")
+    elif how == "all_bad":
+        B.plant(str(root / "train"), good_per_class=0)
     else:
         B.plant(str(root / "train"), good_per_class=2, bad_kinds=())
     return str(root)
@@ -521,6 +523,7 @@ BAD_USER_INPUT = [
     ("empty_dir", [], "has no train/ folder"),
     ("no_class_folders", [], "no class folders"),
     ("class_without_images", [], "hold no images"),
+    ("all_bad", [], "no readable training images in"),
     ("ok", ["--mix-k", "0"], "k=0 is outside 1..4"),
     ("ok", ["--mix-k", "2", "--mix-fraction", "-0.5"], "fraction=-0.5 is outside [0, 1]"),
     ("ok", ["--mix-k", "4", "--mix-speedup", "0.5"], "cannot be reached with k=4"),
@@ -536,6 +539,26 @@ def test_more_bad_input_gives_one_line_and_exit_2(layout, extra, message, tmp_pa
     assert main(["train", "--data", data, "--out", str(tmp_path / "run"), *FAST, *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_every_train_file_going_bad_after_the_check_is_one_line(tmp_path, capsys, monkeypatch):
+    """All files pass the up-front check, then all break: the epoch has no batch left."""
+    import mixtrain_dali.train as t
+
+    data = _layout(tmp_path, "ok")
+    made = t.TrainLoader.from_config
+
+    def then_corrupt_all(*a, **k):
+        loader = made(*a, **k)
+        for path in loader.index.paths:
+            B.corrupt(path, "garbage")
+        return loader
+
+    monkeypatch.setattr(t.TrainLoader, "from_config", then_corrupt_all)
+    assert main(["train", "--data", data, "--out", str(tmp_path / "run"), *FAST]) == 2
+    err = capsys.readouterr().err.strip()  # after the start-up warnings (no val/ here)
+    assert err.splitlines()[-1].startswith("mixtrain: error: no readable training images left in"), err
+    assert "Traceback" not in err and err.count("error:") == 1, err
 
 
 @pytest.mark.parametrize("body,message", [

@@ -230,3 +230,125 @@ def test_isolate_with_a_model_without_region_pooling_is_one_line(small_data, tmp
                "--mix-k", "4", "--mix-isolate", *FAST[2:], "--arch", "googlenet"])
     assert rc == 2
     assert "region pooling" in capsys.readouterr().err
+
+
+def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(small_data), "--epochs", "1", "--batch-size", "16", "--out", str(out), *FAST]
+    assert main(args) == 0
+    metrics, ckpt = (out / "metrics.jsonl").read_text(), (out / "checkpoint.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--resume" in err and "--overwrite" in err, err
+    assert (out / "metrics.jsonl").read_text() == metrics, "the earlier run's metrics were touched"
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == ckpt, "the earlier run's checkpoint was replaced"
+    with pytest.raises(SystemExit) as both:  # argparse: the two flags exclude each other
+        main(args + ["--resume", "--overwrite"])
+    assert both.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    (out / "bad_files.txt").write_text("/gone.JPEG\tan earlier run's bad file\n")
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(args + ["--overwrite"]) == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1]
+    assert not (out / "bad_files.txt").exists() and (out / "notes.txt").is_file()
+
+
+@pytest.mark.parametrize("where", ["root", "split"])
+def test_preview_takes_a_dataset_root_or_one_split(where, small_data, tmp_path, monkeypatch):
+    import mixtrain_dali.preview as pv
+
+    made = []
+
+    class Spy(pv.TrainLoader):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(pv, "TrainLoader", Spy)
+    data = small_data if where == "root" else small_data / "train"
+    png = tmp_path / "p.png"
+    assert main(["preview", "--data", str(data), "--out", str(png), "--image-size", "64",
+                 "--batch-size", "4", "--device", "cpu"]) == 0
+    (loader,) = made
+    # train/ and val/ are not two classes: the train split's 3 classes, none of val's images
+    assert loader.classes == ["ant", "bee", "cat"] and loader.num_samples == 96
+    assert png.stat().st_size > 1000
+
+
+def test_resume_with_another_arch_names_both_and_a_finished_run_says_so(small_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(small_data), "--epochs", "1", "--batch-size", "16", "--out", str(out), *FAST]
+    assert main(args) == 0
+    metrics = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*args, "--resume", "--arch", "mobilenet_v2"]) == 2  # a later --arch wins
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'resnet18'" in err and "'mobilenet_v2'" in err, err
+    assert "Traceback" not in err and "state_dict" not in err
+    assert main([*args, "--resume"]) == 0
+    said = capsys.readouterr()
+    (line,) = said.out.strip().splitlines()
+    assert "already finished 1 epoch" in line and "--epochs" in line, line
+    assert said.err == "" and (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_data_without_val_is_said_once_at_start_up(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_colour_folder(str(data / "train"), per_class=8)
+    assert main(["train", "--data", str(data), "--epochs", "2", "--batch-size", "8",
+                 "--out", str(tmp_path / "run"), *FAST]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "val/" in line]
+    assert len(warned) == 1 and warned[0].startswith("mixtrain: warning: ") and "without validation" in warned[0]
+    assert "val_top1" not in _metrics(tmp_path / "run")[0]
+
+
+def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tmp_path, capsys):
+    recipe = {"data": {"batch_size": 16, "image_size": 32, "threads": 1, "device": "cpu"}, "train": {"epochs": 3}}
+    mixing = load_config(None, {**recipe, "mix": {"enabled": True, "k": 2, "fraction": 0.5, "schedule": "flat"}})
+    _train_epochs_then_stop(mixing, small_data, tmp_path / "mix", stop_after=0)  # the summary, no epoch
+    head, data, steps, mix = capsys.readouterr().out.strip().splitlines()
+    assert "resnet18" in head and "CPU" in head and "3 epochs" in head, head
+    assert "96 images in 3 classes" in data and "val: 12 images" in data, data
+    assert "6 in epoch 1" in steps and "batch 16" in steps, steps
+    assert "k=2" in mix and "flat" in mix and "fraction 0.5" in mix and "epoch 2 of 3 mix" in mix, mix
+    no_val = tmp_path / "no_val"
+    write_colour_folder(str(no_val / "train"), per_class=8)
+    _train_epochs_then_stop(load_config(None, recipe), no_val, tmp_path / "plain", stop_after=0)
+    out = capsys.readouterr().out
+    assert "24 images in 3 classes" in out and "val: none (no val/)" in out and "mixing: off" in out, out
+
+
+@pytest.mark.parametrize("command", ["train", "make-synthetic", "demo", "preview", "plot", "check-data"])
+def test_help_shows_every_options_default(command, capsys):
+    """Every option that takes a value says its default in --help (flags and required ones
+    aside); an option that defaults to the recipe's value says so and what it is without one."""
+    import argparse
+    import re
+
+    from mixtrain_dali.cli import build_parser
+
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    entries = re.split(r"\n(?=  -)", capsys.readouterr().out)
+    checked = 0
+    for action in subs.choices[command]._actions:
+        if not action.option_strings or action.nargs == 0 or action.required:
+            continue
+        (entry,) = [e for e in entries if e.split()[0].rstrip(",") == action.option_strings[0]]
+        assert "default" in entry, entry
+        checked += 1
+    assert checked
+
+
+def test_the_package_s_logged_warnings_read_like_the_cli_s_own():
+    import logging
+
+    from mixtrain_dali.cli import _LogFormatter
+
+    def line(level):
+        record = logging.LogRecord("mixtrain_dali.controller", level, __file__, 1, "epoch %d: short", (3,), None)
+        return _LogFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+
+    assert line(logging.WARNING) == "mixtrain: warning: epoch 3: short"
+    assert line(logging.INFO) == "INFO mixtrain_dali.controller: epoch 3: short"  # -v
