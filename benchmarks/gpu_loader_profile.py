@@ -3,6 +3,9 @@ same JPEGs, from NVIDIA's ResNet-50 example pipeline to ours, then the whole Tra
 
   plain          readers.file -> decoders.image_random_crop (mixed, decoder hints) -> resize -> cmn
   plain_ext      the same graph fed file names by an external source + io.file.read
+  ours_hostwin   ours with the crop windows' relative (start, shape) computed on the host
+                 (no peek_image_shape, no arithmetic in the graph): what planning windows in
+                 pixels from image sizes known at scan time would save
   ours_fancy     our train graph (host crop windows -> image_slice, mixed) with jpeg fancy upsampling
   ours           our train graph without fancy upsampling, with the decoder hints (the default)
   ours_nohints   ours without the decoder's memory hints
@@ -127,6 +130,36 @@ def main(argv=None) -> dict:
     pipe.build()
     results["plain_ext"] = _time_passes(reader_pass_fn(pipe, src), n)
     print("plain_ext", results["plain_ext"], flush=True)
+    del pipe
+
+    rng = np.random.default_rng(0)
+    rel = [(np.array(st, np.float32), np.array(sh, np.float32)) for st, sh in
+           ((rng.random(2) * 0.3, 0.5 + rng.random(2) * 0.5) for _ in range(len(files)))]
+
+    class HostWindows(Paths):
+        def __call__(self):
+            if self.i >= n_batches:
+                raise StopIteration
+            sl = slice(self.i * bs, (self.i + 1) * bs)
+            self.i += 1
+            return (path_arrays[sl], [np.int32(0)] * bs, [r[0] for r in rel[sl]], [r[1] for r in rel[sl]])
+
+    @pipeline_def
+    def ours_hostwin(src):
+        paths, flips, start, shape = fn.external_source(source=src, num_outputs=4, batch=True,
+                                                        dtype=[types.UINT8, types.INT32, types.FLOAT,
+                                                               types.FLOAT])
+        images = fn.decoders.image_slice(fn.io.file.read(paths), start, shape, axis_names="HW",
+                                         device=dec, output_type=types.RGB, **hints)
+        images = fn.resize(images, size=[size, size], antialias=True, interp_type=types.INTERP_LINEAR)
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC", mean=mean, std=std,
+                                        mirror=flips)
+
+    src = HostWindows()
+    pipe = ours_hostwin(src, batch_size=bs, num_threads=threads, device_id=dev_id, seed=0)
+    pipe.build()
+    results["ours_hostwin"] = _time_passes(reader_pass_fn(pipe, src), n)
+    print("ours_hostwin", results["ours_hostwin"], flush=True)
     del pipe
 
     index = scan_image_folder(root)
