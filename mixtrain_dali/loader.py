@@ -55,6 +55,8 @@ class MixBatch:
     shares: torch.Tensor      # (B, k_max) float32 area shares
     n_samples: int            # valid constituents, known on the host
     weights: torch.Tensor | None = None  # (B, k_max) loss factors (pruning baseline), else None
+    boxes_host: np.ndarray | None = None  # (B, k_max, 4) int32 numpy: the boxes for
+                                          # model(..., isolate=True) without a device sync
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -494,6 +496,7 @@ class TrainLoader(_FolderAttributes):
             "labels": self._labels[torch.where(ids >= 0, ids, n)],
             "boxes": torch.as_tensor(_pad_columns(plan.boxes[order], width, 0), dtype=torch.float32,
                                      device=dev),
+            "boxes_host": _pad_columns(plan.boxes[order], width, 0),
             "mask": ids >= 0,
             "shares": torch.as_tensor(_pad_columns(plan.shares[order], width, 0.0), device=dev),
             "weights": None if weights is None else torch.as_tensor(weights, device=dev),
@@ -505,7 +508,8 @@ class TrainLoader(_FolderAttributes):
             return images, rows["labels"][a:b, 0]
         weights = None if rows["weights"] is None else rows["weights"][a:b]
         return MixBatch(images, rows["sample_ids"][a:b], rows["labels"][a:b], rows["boxes"][a:b],
-                        rows["mask"][a:b], rows["shares"][a:b], int(rows["counts"][a:b].sum()), weights)
+                        rows["mask"][a:b], rows["shares"][a:b], int(rows["counts"][a:b].sum()), weights,
+                        rows["boxes_host"][a:b])
 
     def _to_torch(self, out, n_heads: int) -> torch.Tensor:
         """The first n_heads outputs (the composites) as an NCHW view of NHWC memory."""

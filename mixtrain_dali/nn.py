@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -244,15 +245,20 @@ class RegionPoolModel(nn.Module):
         another's pixels. Tiles of one size go through the network together, one forward pass
         per distinct tile size (with equal area shares: one for the unmixed composites and one
         or two for the tiles; BatchNorm normalises each pass by its own statistics). Reading
-        the boxes costs one device-to-host copy per call. Padded constituents get zero logits.
+        the boxes on the host: pass the loader's numpy copy (``MixBatch.boxes_host``) and nothing
+        waits on the device; boxes in a GPU tensor cost one device-to-host copy. Padded
+        constituents get zero logits.
         """
         if self.family == "vit":
             raise UserError("isolate: the ViT adapter cannot run tiles apart (a tile need not hold "
                             "whole patches); use a CNN family or isolate = false")
-        if boxes.dim() != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != x.shape[0]:
-            raise ValueError(f"boxes must be (B={x.shape[0]}, k, 4), got {tuple(boxes.shape)}")
-        n, k = boxes.shape[:2]
-        host = boxes.detach().to("cpu", torch.float32).round().to(torch.int64)  # the one sync
+        if isinstance(boxes, torch.Tensor):
+            host = boxes.detach().to("cpu", torch.float32).round().to(torch.int64)  # a sync if on a GPU
+        else:  # numpy (MixBatch.boxes_host): DDP does not move it to the GPU, as it would a tensor
+            host = torch.as_tensor(np.asarray(boxes), dtype=torch.int64)
+        if host.dim() != 3 or host.shape[-1] != 4 or host.shape[0] != x.shape[0]:
+            raise ValueError(f"boxes must be (B={x.shape[0]}, k, 4), got {tuple(host.shape)}")
+        n, k = host.shape[:2]
         hh, ww = host[..., 2], host[..., 3]
         bi, ji = ((hh > 0) & (ww > 0)).nonzero(as_tuple=True)
         sizes = torch.stack([hh[bi, ji], ww[bi, ji]], dim=1)

@@ -236,6 +236,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         raise UserError(f"mix isolate = true needs a model with region pooling; {t.arch!r} has no "
                         "adapter (families: small_cnn, resnet, mobilenet_v2/v3, efficientnet, "
                         "regnet, convnext); use one of those or isolate = false")
+    isolate = config.mix.isolate and config.mix.pastes
     if t.channels_last:  # the loader's batches are NHWC in memory: keep weights and grads alike
         model = model.to(memory_format=torch.channels_last)
     net = model
@@ -279,7 +280,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks
 
     for epoch in range(start_epoch, t.epochs):
-        row = _train_epoch(net, loader, optimizer, config, epoch, base_lr, amp,
+        row = _train_epoch(net, loader, optimizer, config, epoch, base_lr, amp, isolate,
                            progress and rank == 0)
         if val_loader is not None:
             row.update(evaluate(model, val_loader, amp, world))
@@ -315,7 +316,7 @@ def restore_rng(ckpt: dict, on_gpu: bool) -> None:
 
 
 def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int,
-                 base_lr: float, amp: bool, progress: bool) -> dict:
+                 base_lr: float, amp: bool, isolate: bool, progress: bool) -> dict:
     from tqdm import tqdm
 
     t = config.train
@@ -334,8 +335,8 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             if isinstance(batch, MixBatch):
-                if config.mix.isolate:
-                    logits = net(batch.images, batch.boxes, isolate=True)
+                if isolate:  # the host's copy of the boxes: no device-to-host sync
+                    logits = net(batch.images, batch.boxes_host, isolate=True)
                 else:
                     logits = net(batch.images, batch.boxes)
                 loss, per = mix_loss(logits.float(), batch.labels, batch.mask, batch.shares,

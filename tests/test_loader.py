@@ -342,6 +342,8 @@ def test_mixing_run_keeps_batch_shapes_in_unmixed_epochs(colour_folder):
     for epoch in range(2):  # warm-up (unmixed) and a mixing epoch
         for batch in loader:
             assert batch.sample_ids.shape[1] == batch.boxes.shape[1] == batch.shares.shape[1] == 3
+            assert isinstance(batch.boxes_host, np.ndarray)  # for model(..., isolate=True), no sync
+            np.testing.assert_array_equal(batch.boxes_host, batch.boxes.cpu().numpy())
             shapes.add(batch.labels.shape[1])
             loader.record(batch, torch.ones(batch.labels.shape))
     assert shapes == {3}

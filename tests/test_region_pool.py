@@ -440,6 +440,7 @@ def test_isolated_constituents_equal_running_each_tile_alone(channels_last):
             torch.testing.assert_close(out[0, j], alone[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out[1, 0], net.model(x[1:])[0], rtol=1e-4, atol=1e-5)
         assert torch.count_nonzero(out[1, 1:]) == 0  # padded slots
+        torch.testing.assert_close(net(x, boxes.long().numpy(), isolate=True), out)  # host boxes
         # not what region pooling of the composite gives: there, tiles see their neighbours
         assert not torch.allclose(out[0], net(x[:1], boxes[:1])[0], atol=1e-3)
 
