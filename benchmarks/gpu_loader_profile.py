@@ -133,8 +133,12 @@ def main(argv=None) -> dict:
     del pipe
 
     rng = np.random.default_rng(0)
-    rel = [(np.array(st, np.float32), np.array(sh, np.float32)) for st, sh in
-           ((rng.random(2) * 0.3, 0.5 + rng.random(2) * 0.5) for _ in range(len(files)))]
+    # random-resized-crop windows (area 0.08..1, ratio 3/4..4/3) relative to the image, as the
+    # planner draws them, so the decoder reads about as many pixels as in the other variants
+    area = rng.uniform(0.08, 1.0, len(files))
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), len(files)))
+    shapes = np.minimum(np.stack([np.sqrt(area / ratio), np.sqrt(area * ratio)], 1), 1.0)
+    rel = [(np.float32(rng.random(2) * (1 - sh)), np.float32(sh)) for sh in shapes]
 
     class HostWindows(Paths):
         def __call__(self):
