@@ -60,6 +60,7 @@ METHODS = {
     # on top of the defaults (b): what the network does with a composite
     "mix_apart": "linear + constituents apart in the network (tiles cut out, equal shares) = b now",
     "mix_apart_norm": "linear + constituents apart + loss summed per composite",
+    "mix_steps": "b + the unmixed step count kept (fewer composites per mixed step)",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -169,6 +170,7 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
                           "selection": "random"}),
         "mix_apart": with_({**defaults, "gamma": 0.0, "isolate": True}),  # the defaults, spelled out
         "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "loss_norm": "composite"}),
+        "mix_steps": with_({**defaults, "keep_steps": True}),
     }
 
 

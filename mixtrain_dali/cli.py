@@ -94,9 +94,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix-loss-norm", choices=["constituent", "composite"],
                    help="batch loss averaged over constituents, or summed per composite; "
                         + _recipe("mix", "loss_norm"))
-    g.add_argument("--mix-isolate", action="store_const", const=True, default=None,
+    g.add_argument("--mix-keep-steps", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixing epochs keep the unmixed step count (fewer composites per step); "
+                        + _recipe("mix", "keep_steps", "off"))
+    g.add_argument("--mix-isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="run each constituent through the network apart (tiles cut out of the "
-                        "composite; use with --mix-gamma 0); " + _recipe("mix", "isolate", "off"))
+                        "composite; region-pooling CNNs); " + _recipe("mix", "isolate", "on"))
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -106,7 +109,7 @@ def _config_from_args(args):
     mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
            "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup,
            "schedule": args.mix_schedule, "tile_scale": args.mix_tile_scale, "loss_norm": args.mix_loss_norm,
-           "isolate": args.mix_isolate}
+           "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
     overrides = {
@@ -117,7 +120,7 @@ def _config_from_args(args):
     }
     config = load_config(args.config, overrides)
     given = [f"--mix-{k.replace('_', '-')}" for k in ("fraction", "speedup", "selection", "gamma", "warmup",
-                                                       "schedule", "tile_scale", "loss_norm", "isolate")
+                                                       "schedule", "tile_scale", "loss_norm", "isolate", "keep_steps")
              if getattr(args, f"mix_{k}") is not None]
     if given and not config.mix.enabled:
         print(f"mixtrain: warning: {', '.join(given)} has no effect: mixing is off "

@@ -277,9 +277,17 @@ class TrainLoader(_FolderAttributes):
             self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
             if not self.shuffle:
                 self._plan = self._plan.in_sample_order()
-            self._batches = self._plan.batches(self.data.batch_size, self.rank, self.world_size,
-                                               self.data.drop_last)
+            self._batches = self._plan.batches(self.epoch_batch_size(self._plan), self.rank,
+                                               self.world_size, self.data.drop_last)
         return self._plan
+
+    def epoch_batch_size(self, plan: EpochPlan) -> int:
+        """Composites per step in `plan`'s epoch: `batch_size`, or under MixConfig.keep_steps
+        `batch_size` / (samples per composite), rounded, so a mixing epoch has as many steps as
+        an unmixed one and every step carries about `batch_size` samples."""
+        if not (self.mix.keep_steps and self.pastes):
+            return self.data.batch_size
+        return max(1, round(self.data.batch_size * plan.n_composites / max(1, plan.n_samples)))
 
     def batches(self) -> list[np.ndarray]:
         self.plan()

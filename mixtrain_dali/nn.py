@@ -196,7 +196,9 @@ class RegionPoolModel(nn.Module):
 
     ``forward(x, boxes)`` with ``boxes`` ``(B, k, 4)`` ``(y, x, h, w)`` in pixels of ``x``
     returns ``(B, k, classes)``: the backbone's last feature map is region-pooled
-    (:func:`region_pool`) per box and fed to the model's own head. ``forward(x)`` returns
+    (:func:`region_pool`) per box and fed to the model's own head. ``forward(x, boxes,
+    isolate=True)`` runs each box through the network apart instead (CNN families; see
+    ``_forward_isolated``). Boxes may be a tensor or the loader's numpy ``boxes_host``. ``forward(x)`` returns
     ``(B, classes)``: for the CNN families exactly the unmodified model's output (their global
     average pooling equals a full box).
 
@@ -226,6 +228,8 @@ class RegionPoolModel(nn.Module):
                 isolate: bool = False) -> torch.Tensor:
         if isolate and boxes is not None:
             return self._forward_isolated(x, boxes)
+        if boxes is not None and not isinstance(boxes, torch.Tensor):  # MixBatch.boxes_host
+            boxes = torch.as_tensor(np.asarray(boxes), dtype=torch.float32).to(x.device, non_blocking=True)
         if boxes is None:
             if self.family != "vit":
                 return self.model(x)

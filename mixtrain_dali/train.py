@@ -25,7 +25,7 @@ from .config import Config
 from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
-from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
+from .nn import SoftTargetModel, adapt_model, build_model, mix_loss, model_family
 from .pipelines import device_kind
 from .robust import BAD_FILES
 
@@ -232,11 +232,15 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
 
     model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
     model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
-    if config.mix.isolate and not getattr(model, "pools_regions", False):
-        raise UserError(f"mix isolate = true needs a model with region pooling; {t.arch!r} has no "
-                        "adapter (families: small_cnn, resnet, mobilenet_v2/v3, efficientnet, "
-                        "regnet, convnext); use one of those or isolate = false")
     isolate = config.mix.isolate and config.mix.pastes
+    if isolate and not (getattr(model, "pools_regions", False) and model.family != "vit"):
+        isolate = False
+        if rank == 0:
+            why = ("train.region_pooling is off" if not t.region_pooling else
+                   "a ViT's tiles need not hold whole patches" if model_family(model) == "vit" else
+                   "it has no region-pooling adapter")
+            print(f"mixtrain: warning: mix isolate: {t.arch} cannot run constituents apart ({why}); "
+                  "they share the network (set isolate = false to silence this)", file=sys.stderr, flush=True)
     if t.channels_last:  # the loader's batches are NHWC in memory: keep weights and grads alike
         model = model.to(memory_format=torch.channels_last)
     net = model

@@ -95,11 +95,14 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     assert p.min_image_size == base["data"]["image_size"] // 2 and not c["progressive"].mix.enabled
     v0 = c["mix_v0"].mix
     assert (v0.enabled, v0.k, v0.target_speedup, v0.selection, v0.gamma, v0.schedule, v0.tile_aspect,
-            v0.tile_scale, v0.loss_norm) == (True, 4, 1.6, "loss", 1.0, "flat", False, 0.0, "constituent")
+            v0.tile_scale, v0.loss_norm, v0.isolate) == (True, 4, 1.6, "loss", 1.0, "flat", False, 0.0,
+                                                          "constituent", False)
     b = c["mixtrain"].mix  # the package's defaults
     defaults = MixConfig(enabled=True)
-    assert (b.k, b.schedule, b.tile_scale, b.loss_norm, b.selection) == \
-        (defaults.k, defaults.schedule, defaults.tile_scale, defaults.loss_norm, defaults.selection)
+    assert (b.k, b.schedule, b.tile_scale, b.loss_norm, b.selection, b.gamma, b.isolate) == \
+        (defaults.k, defaults.schedule, defaults.tile_scale, defaults.loss_norm, defaults.selection,
+         defaults.gamma, defaults.isolate)
+    assert c["mix_apart"].mix == b  # the research's winner is the package default
     d = c["naive_mix"]
     assert (d.mix.selection, d.mix.gamma, d.mix.self_correct, d.train.region_pooling) == \
         ("random", 0.0, False, False)

@@ -347,3 +347,24 @@ def test_mixing_run_keeps_batch_shapes_in_unmixed_epochs(colour_folder):
             shapes.add(batch.labels.shape[1])
             loader.record(batch, torch.ones(batch.labels.shape))
     assert shapes == {3}
+
+
+def test_keep_steps_gives_a_mixing_epoch_the_unmixed_step_count(colour_folder):
+    def loader(keep_steps):
+        mix = MixConfig(enabled=True, k=4, fraction=1.0, selection="random", warmup_epochs=1,
+                        final_full_fraction=0.0, schedule="flat", keep_steps=keep_steps)
+        out = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=mix, epochs=3, threads=1,
+                          device="cpu")
+        unmixed_steps = len(out)
+        out.set_epoch(1)  # a mixing epoch, every sample's loss known
+        out.host_losses = np.ones(N, np.float32)
+        out.losses[:-1] = 1.0
+        return out, unmixed_steps
+
+    kept, unmixed_steps = loader(True)
+    plain, _ = loader(False)
+    assert kept.plan().n_mixed_samples == plain.plan().n_mixed_samples == 20
+    assert kept.epoch_batch_size(kept.plan()) == 1 and plain.epoch_batch_size(plain.plan()) == 4
+    assert len(plain) == 2 and len(kept) == unmixed_steps == 6
+    batches = list(kept)
+    assert len(batches) == 6 and sum(b.n_samples for b in batches) == N

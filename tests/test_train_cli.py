@@ -9,7 +9,7 @@ import pytest
 
 from conftest import write_colour_folder, write_train_val
 from mixtrain_dali.cli import main
-from mixtrain_dali.config import load_config
+from mixtrain_dali.config import Config, load_config
 
 FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--device", "cpu"]
 
@@ -166,7 +166,7 @@ def test_preview_and_plot_write_pngs(small_data, tmp_path, capsys):
 
 
 def test_mixing_that_mixes_no_epoch_is_said_at_start_up():
-    from mixtrain_dali.config import load_config
+    from mixtrain_dali.config import Config, load_config
     from mixtrain_dali.train import start_warnings
 
     few = load_config(None, {"mix": {"enabled": True, "k": 4, "target_speedup": 1.6}, "train": {"epochs": 2}})
@@ -215,21 +215,18 @@ def test_train_with_constituents_apart_mixes_and_learns(small_data, tmp_path):
     assert all(r["train_loss"] == r["train_loss"] for r in rows)  # finite, not NaN
 
 
-def test_isolate_without_region_pooling_is_one_line(tmp_path):
-    from mixtrain_dali.config import Config
-    from mixtrain_dali.errors import UserError
+def test_isolate_with_a_model_without_region_pooling_says_so_and_trains(small_data, tmp_path, capsys):
+    from mixtrain_dali.train import train
 
-    with pytest.raises(UserError, match="region_pooling"):
-        Config.from_dict({"mix": {"isolate": True}, "train": {"region_pooling": False}})
-    with pytest.raises(UserError, match="vit_b_16"):
-        Config.from_dict({"mix": {"isolate": True}, "train": {"arch": "vit_b_16"}})
-
-
-def test_isolate_with_a_model_without_region_pooling_is_one_line(small_data, tmp_path, capsys):
-    rc = main(["train", "--data", str(small_data), "--epochs", "1", "--out", str(tmp_path / "g"),
-               "--mix-k", "4", "--mix-isolate", *FAST[2:], "--arch", "googlenet"])
-    assert rc == 2
-    assert "region pooling" in capsys.readouterr().err
+    config = Config.from_dict({"data": {"image_size": 32, "batch_size": 16, "threads": 1, "device": "cpu"},
+                               "train": {"arch": "resnet18", "epochs": 2, "region_pooling": False},
+                               "mix": {"enabled": True, "k": 4, "fraction": 1.0, "warmup_epochs": 1,
+                                       "final_full_fraction": 0.0}})
+    assert config.mix.isolate  # the default
+    rows = train(config, small_data, tmp_path / "soft", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("mix isolate") == 1 and "region_pooling is off" in err
+    assert rows[1]["mixed_samples"] > 0
 
 
 def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(small_data, tmp_path, capsys):
