@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -478,3 +480,47 @@ def test_isolate_refuses_vit():
     x, boxes = _grid_batch()
     with pytest.raises(UserError, match="ViT"):
         adapt_model(vit)(x, boxes, isolate=True)
+
+
+# ------------------------------------------------------------------ torch.compile across epochs
+
+def _mixed_batches(n=6, b=8, k=4, seed=0):
+    """Box arrays of a mixing run's steps: two unmixed (warm-up epoch), then partly mixed ones
+    (the loader pads every epoch's rows to k columns, so the shapes never change)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        boxes = np.zeros((b, k, 4), np.int32)
+        boxes[:, 0] = [0, 0, 32, 32]
+        if i >= 2:
+            mixed = rng.random(b) < 0.6
+            boxes[mixed] = [[0, 0, 16, 16], [16, 0, 16, 16], [0, 16, 16, 16], [16, 16, 16, 16]]
+        out.append(boxes)
+    return out
+
+
+def test_region_pooling_compiles_once_across_unmixed_and_mixed_steps():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = torch.compile(adapt_model(build_model("small_cnn", CLASSES)), backend="eager")
+    x = torch.randn(8, 3, 32, 32)
+    for boxes in _mixed_batches():
+        net(x, torch.as_tensor(boxes, dtype=torch.float32)).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_isolate_compiles_its_backbone_once_per_tile_size_with_dynamic_batch():
+    """isolate groups tiles on the host (a graph break for a compiled wrapper): compile the
+    backbone with dynamic=True instead, as the README says; one graph per tile size."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    net = adapt_model(build_model("small_cnn", CLASSES))
+    net.model.features = torch.compile(net.model.features, backend="eager", dynamic=True)
+    x = torch.randn(8, 3, 32, 32)
+    for boxes in _mixed_batches():
+        net(x, boxes, isolate=True).sum().backward()
+    assert counters["stats"]["unique_graphs"] <= 2 and sum(counters["graph_break"].values()) == 0
