@@ -58,9 +58,9 @@ METHODS = {
     "mix_k2": "v0 with k=2",
     "mix_all": "v0 + per-composite loss + tile-scale windows + linear decay from 1 (random selection)",
     # on top of the defaults (b): what the network does with a composite
-    "mix_apart": "linear + constituents apart in the network (tiles cut out, equal shares) = b now",
+    "mix_apart": "linear + constituents apart in the network (tiles cut out, equal shares)",
     "mix_apart_norm": "linear + constituents apart + loss summed per composite",
-    "mix_steps": "b + the unmixed step count kept (fewer composites per mixed step)",
+    "mix_steps": "apart + the unmixed step count kept (fewer composites per mixed step) = b now",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -134,7 +134,8 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
     flat = {"enabled": True, "method": "mix", "k": 4, "target_speedup": speedup}
     # v0: the mixing of the first release, spelled out so that new defaults do not move it
     v0 = {**base["mix"], **flat, "schedule": "flat", "tile_aspect": False, "tile_scale": 0.0,
-          "loss_norm": "constituent", "selection": "loss", "gamma": 1.0, "isolate": False}
+          "loss_norm": "constituent", "selection": "loss", "gamma": 1.0, "isolate": False,
+          "keep_steps": False}
 
     def with_(mix_=None, data=None, **train):
         return {"data": {**base["data"], **(data or {})}, "train": {**base["train"], **train},
@@ -168,9 +169,10 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "mix_all": with_({**v0, "loss_norm": "composite", "tile_aspect": True, "tile_scale": 1.0,
                           "schedule": "linear", "target_speedup": None, "fraction": 1.0,
                           "selection": "random"}),
-        "mix_apart": with_({**defaults, "gamma": 0.0, "isolate": True}),  # the defaults, spelled out
-        "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "loss_norm": "composite"}),
-        "mix_steps": with_({**defaults, "keep_steps": True}),
+        "mix_apart": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False}),
+        "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False,
+                                 "loss_norm": "composite"}),
+        "mix_steps": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": True}),  # = b
     }
 
 

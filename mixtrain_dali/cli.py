@@ -96,7 +96,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         + _recipe("mix", "loss_norm"))
     g.add_argument("--mix-keep-steps", action=argparse.BooleanOptionalAction, default=None,
                    help="mixing epochs keep the unmixed step count (fewer composites per step); "
-                        + _recipe("mix", "keep_steps", "off"))
+                        + _recipe("mix", "keep_steps", "on"))
     g.add_argument("--mix-isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="run each constituent through the network apart (tiles cut out of the "
                         "composite; region-pooling CNNs); " + _recipe("mix", "isolate", "on"))

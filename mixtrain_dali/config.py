@@ -104,9 +104,10 @@ class MixConfig:
                                      # pixel size; 0: the whole crop shrunk into the tile)
     loss_norm: str = "constituent"   # constituent: batch loss = mean over constituents;
                                      # composite: sum over constituents / composites
-    keep_steps: bool = False         # mixing epochs keep the unmixed step count: fewer composites
+    keep_steps: bool = True          # mixing epochs keep the unmixed step count: fewer composites
                                      # per step, about batch_size samples each (as progressive
-                                     # resizing keeps its steps)
+                                     # resizing keeps its steps; best on CIFAR-10 and Imagenette,
+                                     # see the README); false: B composites a step, fewer steps
     isolate: bool = True             # constituents pass through the network apart: each tile is
                                      # cut out and run as an image of its own, so no feature sees
                                      # a neighbour (best at equal steps on CIFAR-10 and Imagenette,

@@ -102,7 +102,8 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     assert (b.k, b.schedule, b.tile_scale, b.loss_norm, b.selection, b.gamma, b.isolate) == \
         (defaults.k, defaults.schedule, defaults.tile_scale, defaults.loss_norm, defaults.selection,
          defaults.gamma, defaults.isolate)
-    assert c["mix_apart"].mix == b  # the research's winner is the package default
+    assert c["mix_steps"].mix == b  # the research's winner is the package default
+    assert not c["mix_apart"].mix.keep_steps and not v0.keep_steps
     d = c["naive_mix"]
     assert (d.mix.selection, d.mix.gamma, d.mix.self_correct, d.train.region_pooling) == \
         ("random", 0.0, False, False)

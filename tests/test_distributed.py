@@ -26,7 +26,7 @@ def _worker(rank, init_file, data, out_dir, mixing):
     mix = None
     if mixing:
         mix = MixConfig(enabled=True, k=2, fraction=0.6, selection="random", warmup_epochs=1,
-                        final_full_fraction=0.0, gamma=0.0, self_correct=False)
+                        final_full_fraction=0.0, gamma=0.0, self_correct=False, keep_steps=False)
     loader = TrainLoader(data, batch_size=3, image_size=32, mix=mix, seed=11, threads=1, device="cpu")
     n = loader.num_samples
     epochs = []

@@ -83,7 +83,7 @@ def test_fixed_mixing_takes_one_over_1_6_of_the_steps(small_data, tmp_path):
     common = ["--data", str(small_data), "--epochs", "3", "--batch-size", "4", *FAST]
     assert main(["train", "--out", str(base), *common]) == 0
     assert main(["train", "--out", str(mixed), *common, "--mix-k", "4", "--mix-fraction", "0.5",
-                 "--mix-selection", "random", "--mix-gamma", "0"]) == 0
+                 "--mix-selection", "random", "--mix-gamma", "0", "--no-mix-keep-steps"]) == 0
     b, m = _metrics(base), _metrics(mixed)
     assert [r["steps"] for r in b] == [24, 24, 24]
     # epoch 1 warm-up (unmixed), epoch 2 mixes, epoch 3 is the final unmixed 12.5%
@@ -208,7 +208,7 @@ def test_train_with_constituents_apart_mixes_and_learns(small_data, tmp_path):
     out = tmp_path / "apart"
     assert main(["train", "--data", str(small_data), "--epochs", "3", "--batch-size", "16",
                  "--out", str(out), "--mix-k", "4", "--mix-fraction", "1.0", "--mix-gamma", "0",
-                 "--mix-isolate", *FAST]) == 0
+                 "--mix-isolate", "--no-mix-keep-steps", *FAST]) == 0
     rows = _metrics(out)
     assert load_config(out / "config.toml").mix.isolate
     assert rows[1]["mixed_samples"] > 0 and rows[1]["steps"] < rows[0]["steps"]
