@@ -278,15 +278,19 @@ class RegionPoolModel(nn.Module):
             rows = (ys[:, None] + torch.arange(th))[:, :, None]
             cols = (xs[:, None] + torch.arange(tw))[:, None, :]
             dev = x.device
-            # (m, th, tw, C) by one gather, then back to (m, C, th, tw)
-            tiles = x.permute(0, 2, 3, 1)[b_sel.to(dev)[:, None, None], rows.to(dev), cols.to(dev)]
+            # host index tensors go up without a stream sync (non_blocking: pageable memory is
+            # staged by the driver, so this is safe), then (m, th, tw, C) by one gather, then
+            # back to (m, C, th, tw)
+            b_dev, j_dev = b_sel.to(dev, non_blocking=True), j_sel.to(dev, non_blocking=True)
+            tiles = x.permute(0, 2, 3, 1)[b_dev[:, None, None], rows.to(dev, non_blocking=True),
+                                          cols.to(dev, non_blocking=True)]
             tiles = tiles.permute(0, 3, 1, 2)
             tiles = tiles.contiguous(memory_format=torch.channels_last if channels_last
                                      else torch.contiguous_format)
             logits = self._head(self.model, self._features(self.model, tiles).mean(dim=(2, 3)))
             if out is None:
                 out = logits.new_zeros(n, k, logits.shape[-1])
-            out = out.index_put((b_sel.to(dev), j_sel.to(dev)), logits)
+            out = out.index_put((b_dev, j_dev), logits)
         return out
 
 

@@ -132,6 +132,32 @@ def test_no_host_sync_per_step(colour_folder, mixing):
     assert steps >= 4
 
 
+def test_isolated_constituents_need_no_host_sync(colour_folder):
+    """The default mixing path (MixConfig.isolate): tiles grouped from the host's box copy."""
+    from mixtrain_dali.loader import TrainLoader
+    from mixtrain_dali.nn import adapt_model, build_model, mix_loss
+
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, mix=_mix(), seed=0, threads=2,
+                         device="gpu")
+    loader.losses[:-1] = 1.0
+    model = adapt_model(build_model("small_cnn", 3)).to(loader.torch_device)
+    it = iter(loader)
+    next(it)
+    old = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    steps = 0
+    try:
+        for batch in it:
+            logits = model(batch.images, batch.boxes_host, isolate=True)
+            loss, per = mix_loss(logits, batch.labels, batch.mask, batch.shares, 0.1)
+            loss.backward()
+            loader.record(batch, per)
+            steps += 1
+    finally:
+        torch.cuda.set_sync_debug_mode(old)
+    assert steps >= 2
+
+
 def test_peak_gpu_memory_of_a_full_size_mixed_step(tmp_path):
     """B = 256 composites of k = 4 at 224 px: what DALI and the batch take on the GPU."""
     from mixtrain_dali.loader import TrainLoader
