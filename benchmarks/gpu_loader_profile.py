@@ -83,14 +83,16 @@ def main(argv=None) -> dict:
 
     path_arrays = [np.frombuffer(f.encode(), np.uint8) for f in files]
 
-    class Paths:
-        def __init__(self):
-            self.i = 0
+    class Batches:
+        """An external source of `n_batches` batches, `batch(slice of the files)` each."""
+
+        def __init__(self, batch):
+            self.batch, self.i = batch, 0
 
         def __call__(self):
             if self.i >= n_batches:
                 raise StopIteration
-            out = path_arrays[self.i * bs:(self.i + 1) * bs]
+            out = self.batch(slice(self.i * bs, (self.i + 1) * bs))
             self.i += 1
             return out
 
@@ -119,18 +121,16 @@ def main(argv=None) -> dict:
             sync()
         return run_pass
 
-    pipe = plain(batch_size=bs, num_threads=threads, device_id=dev_id, seed=0)
-    pipe.build()
-    results["plain"] = _time_passes(reader_pass_fn(pipe), n)
-    print("plain", results["plain"], flush=True)
-    del pipe
+    def measure(name, graph, src=None):
+        """Build `graph` (fed by the external source `src`, if any) and time passes of it."""
+        args = () if src is None else (src,)
+        pipe = graph(*args, batch_size=bs, num_threads=threads, device_id=dev_id, seed=0)
+        pipe.build()
+        results[name] = _time_passes(reader_pass_fn(pipe, src), n)
+        print(name, results[name], flush=True)
 
-    src = Paths()
-    pipe = plain_ext(src, batch_size=bs, num_threads=threads, device_id=dev_id, seed=0)
-    pipe.build()
-    results["plain_ext"] = _time_passes(reader_pass_fn(pipe, src), n)
-    print("plain_ext", results["plain_ext"], flush=True)
-    del pipe
+    measure("plain", plain)
+    measure("plain_ext", plain_ext, Batches(lambda sl: path_arrays[sl]))
 
     rng = np.random.default_rng(0)
     # random-resized-crop windows (area 0.08..1, ratio 3/4..4/3) relative to the image, as the
@@ -139,14 +139,6 @@ def main(argv=None) -> dict:
     ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), len(files)))
     shapes = np.minimum(np.stack([np.sqrt(area / ratio), np.sqrt(area * ratio)], 1), 1.0)
     rel = [(np.float32(rng.random(2) * (1 - sh)), np.float32(sh)) for sh in shapes]
-
-    class HostWindows(Paths):
-        def __call__(self):
-            if self.i >= n_batches:
-                raise StopIteration
-            sl = slice(self.i * bs, (self.i + 1) * bs)
-            self.i += 1
-            return (path_arrays[sl], [np.int32(0)] * bs, [r[0] for r in rel[sl]], [r[1] for r in rel[sl]])
 
     @pipeline_def
     def ours_hostwin(src):
@@ -159,12 +151,8 @@ def main(argv=None) -> dict:
         return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC", mean=mean, std=std,
                                         mirror=flips)
 
-    src = HostWindows()
-    pipe = ours_hostwin(src, batch_size=bs, num_threads=threads, device_id=dev_id, seed=0)
-    pipe.build()
-    results["ours_hostwin"] = _time_passes(reader_pass_fn(pipe, src), n)
-    print("ours_hostwin", results["ours_hostwin"], flush=True)
-    del pipe
+    measure("ours_hostwin", ours_hostwin, Batches(lambda sl: (
+        path_arrays[sl], [np.int32(0)] * bs, [r[0] for r in rel[sl]], [r[1] for r in rel[sl]])))
 
     index = scan_image_folder(root)
     for name, kw in (("ours_fancy", dict(fancy_upsampling=True)), ("ours", {}),

@@ -497,14 +497,14 @@ class TrainLoader(_FolderAttributes):
         ids = torch.as_tensor(members, device=dev)
         n = self.num_samples
         weights = None if plan.weights is None else _pad_columns(plan.weights[order], width, 0.0)
+        boxes = _pad_columns(plan.boxes[order], width, 0)  # int32, also handed out as is
         return {
             "offsets": np.concatenate([[0], np.cumsum([len(b) for b in batches])]).astype(np.int64),
             "counts": (members >= 0).sum(1),
             "sample_ids": ids,
             "labels": self._labels[torch.where(ids >= 0, ids, n)],
-            "boxes": torch.as_tensor(_pad_columns(plan.boxes[order], width, 0), dtype=torch.float32,
-                                     device=dev),
-            "boxes_host": _pad_columns(plan.boxes[order], width, 0),
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32, device=dev),
+            "boxes_host": boxes,
             "mask": ids >= 0,
             "shares": torch.as_tensor(_pad_columns(plan.shares[order], width, 0.0), device=dev),
             "weights": None if weights is None else torch.as_tensor(weights, device=dev),

@@ -25,7 +25,7 @@ from .config import Config
 from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
-from .nn import SoftTargetModel, adapt_model, build_model, mix_loss, model_family
+from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
 from .pipelines import device_kind
 from .robust import BAD_FILES
 
@@ -237,7 +237,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         isolate = False
         if rank == 0:
             why = ("train.region_pooling is off" if not t.region_pooling else
-                   "a ViT's tiles need not hold whole patches" if model_family(model) == "vit" else
+                   "a ViT's tiles need not hold whole patches" if model.family == "vit" else
                    "it has no region-pooling adapter")
             print(f"mixtrain: warning: mix isolate: {t.arch} cannot run constituents apart ({why}); "
                   "they share the network (set isolate = false to silence this)", file=sys.stderr, flush=True)
