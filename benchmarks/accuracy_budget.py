@@ -61,6 +61,8 @@ METHODS = {
     "mix_apart": "linear + constituents apart in the network (tiles cut out, equal shares)",
     "mix_apart_norm": "linear + constituents apart + loss summed per composite",
     "mix_steps": "apart + the unmixed step count kept (fewer composites per mixed step) = b now",
+    "mix_k2_steps": "b now with k=2 (tiles at 1/sqrt(2) of the side, 2:1 strips on a square canvas)",
+    "mix_k2_aspect": "b now with k=2 and tile-shaped source windows (no squashing into the strip)",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -173,6 +175,8 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False,
                                  "loss_norm": "composite"}),
         "mix_steps": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": True}),  # = b
+        "mix_k2_steps": with_({**defaults, "k": 2}),
+        "mix_k2_aspect": with_({**defaults, "k": 2, "tile_aspect": True}),
     }
 
 
