@@ -13,7 +13,7 @@ PY_GPU ?= python3
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,timm]'
 	touch $(STAMP)
 
 install: $(STAMP)

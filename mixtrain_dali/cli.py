@@ -49,8 +49,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML recipe (see pipelines/); flags override it (default: none, "
                                     "the package defaults)")
-    p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50, mobilenet_v2, vit_b_16; "
-                                  + _recipe("train", "arch"))
+    p.add_argument("--arch", help="torchvision model name, e.g. resnet18, resnet50, mobilenet_v2, vit_b_16, "
+                                  "or timm/<name> for a timm model, e.g. timm/resnet50, timm/convnext_tiny "
+                                  "(needs the timm extra); " + _recipe("train", "arch"))
     p.add_argument("--epochs", type=int, help=_recipe("train", "epochs"))
     p.add_argument("--batch-size", type=int, help="composites per step and rank; " + _recipe("data", "batch_size"))
     p.add_argument("--lr", type=float, help="learning rate for batch 256 (scaled with the global batch); "
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages too")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a torchvision model on an ImageFolder dataset")
+    p = sub.add_parser("train", help="train a torchvision or timm model on an ImageFolder dataset")
     _add_data_flags(p)
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)

@@ -4,9 +4,11 @@ A composite image holds k constituents, each in a box ``(y, x, h, w)`` of INPUT 
 H x W input (padded constituents have ``h = w = 0``). Instead of pooling the final feature map
 globally, :func:`region_pool` averages it over each box, so every constituent keeps its own
 prediction: ``(B, k, classes)`` logits. :class:`RegionPoolModel` does this for the torchvision
-families whose head reads a globally pooled vector; any other model is wrapped in
-:class:`SoftTargetModel`, which predicts one ``(B, classes)`` vector per composite and is trained
-against an area-weighted soft target (see :func:`mix_loss`).
+families whose head reads a globally pooled vector, and for timm's ResNet, ConvNeXt,
+EfficientNet and average-pooled ViT (timm is optional: its classes are looked up only for a model
+whose class comes from timm); any other torchvision model, and a timm ViT read out by its class
+token, is wrapped in :class:`SoftTargetModel`, which predicts one ``(B, classes)`` vector per
+composite and is trained against an area-weighted soft target (see :func:`mix_loss`).
 
 Nothing here calls ``.item()`` or indexes with boolean masks, so a training step never waits on
 the device.
@@ -31,6 +33,7 @@ __all__ = [
     "REGION_FAMILIES",
     "RegionPoolModel",
     "SoftTargetModel",
+    "TIMM_PREFIX",
     "adapt_model",
     "build_model",
     "mix_loss",
@@ -177,8 +180,87 @@ _ADAPTERS: dict[str, tuple[type, _Features, _Head]] = {
     "small_cnn": (SmallCNN, _features_attr, _classifier_head),
 }
 
+
+# --------------------------------------------------------------------------- timm adapters
+
+def _timm_cnn_features(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    features = m.forward_features(x)
+    if features.dim() != 4:
+        raise ValueError(f"{type(m).__name__}.forward_features gave shape {tuple(features.shape)}, "
+                         "not an NCHW feature map")
+    return features
+
+
+def _timm_cnn_head(m: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    # The head's only spatial step is its average pool (checked in _timm_family): on a 1 x 1 map
+    # it is the identity, so the head's own norm, dropout and classifier see the pooled vector.
+    return m.forward_head(pooled[:, :, None, None])
+
+
+def _timm_vit_features(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Final-normed patch tokens of a timm ViT as a ``(B, C, gh, gw)`` grid (prefix tokens,
+    class or register, take part in attention but are dropped here, as its average pool drops them)."""
+    tokens = m.forward_features(x)[:, m.num_prefix_tokens:]
+    gh, gw = (m.patch_embed.dynamic_feat_size(tuple(x.shape[-2:])) if m.dynamic_img_size
+              else m.patch_embed.grid_size)
+    n, _, c = tokens.shape
+    return tokens.transpose(1, 2).reshape(n, c, gh, gw)
+
+
+def _timm_vit_head(m: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    # forward_head after its token average: fc_norm, head dropout, classifier
+    return m.head(m.head_drop(m.fc_norm(pooled)))
+
+
+# family name -> (timm module, class name, feature map, head on pooled vectors)
+_TIMM_ADAPTERS: dict[str, tuple[str, str, _Features, _Head]] = {
+    "timm_resnet": ("timm.models.resnet", "ResNet", _timm_cnn_features, _timm_cnn_head),
+    "timm_convnext": ("timm.models.convnext", "ConvNeXt", _timm_cnn_features, _timm_cnn_head),
+    # also EfficientNet-V2, MixNet, MNASNet and the other models built on timm's EfficientNet
+    "timm_efficientnet": ("timm.models.efficientnet", "EfficientNet", _timm_cnn_features,
+                          _timm_cnn_head),
+    "timm_vit": ("timm.models.vision_transformer", "VisionTransformer", _timm_vit_features,
+                 _timm_vit_head),  # also DeiT (same class), average-pooled only
+}
+_TIMM_SUPPORTED = ("ResNet, ConvNeXt, EfficientNet (average pooled), ViT/DeiT (global_pool='avg' "
+                   "region-pooled; a class-token ViT trains on soft targets)")
+
 #: Families :class:`RegionPoolModel` supports; :func:`model_family` returns "other" for the rest.
-REGION_FAMILIES: tuple[str, ...] = tuple(_ADAPTERS)
+REGION_FAMILIES: tuple[str, ...] = tuple(_ADAPTERS) + tuple(_TIMM_ADAPTERS)
+# Families whose tiles cannot run through the network apart (a tile need not hold whole patches).
+_NO_ISOLATE = ("vit", "timm_vit")
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.")
+
+
+def _timm_family(model: nn.Module) -> tuple[str, str]:
+    """``(family, why)`` of a timm model: a key of ``_TIMM_ADAPTERS`` and ``""``;
+    ``"timm_vit_token"`` for a ViT read out by its class token (or a distilled one by two);
+    or ``"other"`` and why it has no adapter."""
+    import importlib
+
+    def cls(module: str, name: str) -> type:
+        return getattr(importlib.import_module(module), name)
+
+    for family, (module, name, _, _) in _TIMM_ADAPTERS.items():
+        if not isinstance(model, cls(module, name)):
+            continue
+        if family == "timm_vit":
+            if isinstance(model, cls("timm.models.deit", "VisionTransformerDistilled")):
+                return "timm_vit_token", "a distilled DeiT reads out its class and distillation tokens"
+            if model.global_pool == "token":
+                return "timm_vit_token", "a class-token ViT has one readout per image, not one per box"
+            if model.global_pool != "avg" or model.attn_pool is not None or model.pool_include_prefix:
+                pool = "attention" if model.attn_pool is not None else repr(model.global_pool)
+                return "other", f"its {pool} pooling is not an average of patch tokens"
+            return family, ""
+        pool = (model.head if family == "timm_convnext" else model).global_pool.pool_type.lower()
+        if pool not in ("avg", "fast", "fastavg"):
+            return "other", f"its global_pool={pool!r} is not an average (region pooling averages)"
+        return family, ""
+    return "other", f"{type(model).__name__} is not one of timm's supported families"
 
 
 def model_family(model: nn.Module) -> str:
@@ -188,6 +270,9 @@ def model_family(model: nn.Module) -> str:
     for name, (cls, _, _) in _ADAPTERS.items():
         if isinstance(model, cls):
             return name
+    if _is_timm(model):
+        family, _ = _timm_family(model)
+        return family if family in _TIMM_ADAPTERS else "other"
     return "other"
 
 
@@ -208,6 +293,15 @@ class RegionPoolModel(nn.Module):
     not the unmodified class-token output, and ``forward(x)`` without boxes uses that same
     patch-mean readout, so training and evaluation read out the same way.
 
+    timm models: CNNs (ResNet, ConvNeXt, EfficientNet) region-pool ``forward_features``' NCHW
+    map and pass each pooled vector through the model's own ``forward_head`` (as a 1 x 1 map,
+    which its average pool leaves unchanged), so a full box gives the unmodified logits; their
+    tiles can run apart (isolate). A timm ViT/DeiT with ``global_pool='avg'`` pools the patch
+    tokens of ``forward_features`` inside each box and applies ``fc_norm`` and ``head``: a full
+    box is the model's own token average, so its logits are the unmodified model's too; like
+    torchvision's ViT it cannot isolate. (A class-token timm ViT is adapted to
+    :class:`SoftTargetModel` instead: see :func:`adapt_model`.)
+
     The wrapped model is kept as ``self.model``; ``state_dict()`` keys are ``model.*``.
     """
 
@@ -216,13 +310,17 @@ class RegionPoolModel(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         family = model_family(model)
-        if family not in _ADAPTERS:
-            raise UserError(f"{type(model).__name__} has no region-pooling adapter; supported "
+        if family not in REGION_FAMILIES:
+            why = f" ({_timm_family(model)[1]})" if _is_timm(model) else ""
+            raise UserError(f"{type(model).__name__} has no region-pooling adapter{why}; supported "
                             f"families: {', '.join(REGION_FAMILIES)} (use SoftTargetModel or "
                             "adapt_model for others)")
         self.model = model
         self.family = family
-        _, self._features, self._head = _ADAPTERS[family]
+        self._features, self._head = (_ADAPTERS[family][1:] if family in _ADAPTERS
+                                      else _TIMM_ADAPTERS[family][2:])
+        #: whether ``forward(..., isolate=True)`` can run its constituents apart
+        self.can_isolate = family not in _NO_ISOLATE
 
     def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None,
                 isolate: bool = False) -> torch.Tensor:
@@ -253,7 +351,7 @@ class RegionPoolModel(nn.Module):
         waits on the device; boxes in a GPU tensor cost one device-to-host copy. Padded
         constituents get zero logits.
         """
-        if self.family == "vit":
+        if not self.can_isolate:
             raise UserError("isolate: the ViT adapter cannot run tiles apart (a tile need not hold "
                             "whole patches); use a CNN family or isolate = false")
         if isinstance(boxes, torch.Tensor):
@@ -297,14 +395,17 @@ class RegionPoolModel(nn.Module):
 class SoftTargetModel(nn.Module):
     """Fallback for any classifier: ``forward(x, boxes=None)`` ignores boxes and returns the
     model's global ``(B, classes)`` logits, trained against the area-weighted soft target of
-    :func:`mix_loss`. The wrapped model is kept as ``self.model``."""
+    :func:`mix_loss`. The wrapped model is kept as ``self.model``; ``why`` says why it has
+    no per-box readout (said at start-up when mixing asks to isolate constituents)."""
 
     pools_regions = False
+    can_isolate = False
     family = "other"
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, why: str = "it has no region-pooling adapter"):
         super().__init__()
         self.model = model
+        self.why = why
 
     def forward(self, x: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         out = self.model(x)
@@ -313,10 +414,30 @@ class SoftTargetModel(nn.Module):
 
 
 def adapt_model(model: nn.Module) -> nn.Module:
-    """Wrap ``model``: :class:`RegionPoolModel` for the supported torchvision families,
-    :class:`SoftTargetModel` otherwise. An already wrapped model is returned unchanged."""
+    """Wrap ``model``: :class:`RegionPoolModel` for the supported torchvision and timm families,
+    :class:`SoftTargetModel` for other torchvision models. An already wrapped model is returned
+    unchanged.
+
+    timm: ResNet, ConvNeXt and EfficientNet (average pooled), and ViT/DeiT with
+    ``global_pool='avg'``, pool regions. A ViT read out by its class token (timm's default for
+    ViT and DeiT; or a distilled DeiT) is wrapped in :class:`SoftTargetModel`: one readout per
+    image cannot give one per box, so a composite is trained against the area-weighted soft
+    target of its constituents, through the unmodified forward (a full box gives exactly the
+    model's logits). Any other timm model is refused with a :class:`UserError` saying why:
+    wrap it in :class:`SoftTargetModel` yourself (``train.region_pooling = false``) to train
+    it on soft targets.
+    """
     if isinstance(model, (RegionPoolModel, SoftTargetModel)):
         return model
+    if _is_timm(model):
+        family, why = _timm_family(model)
+        if family == "timm_vit_token":
+            return SoftTargetModel(model, why=why)
+        if family == "other":
+            raise UserError(f"timm model {type(model).__name__} cannot pool regions: {why}; "
+                            f"supported timm families: {_TIMM_SUPPORTED} (set train.region_pooling "
+                            "= false, or wrap it in SoftTargetModel, to train it on soft targets)")
+        return RegionPoolModel(model)
     if model_family(model) in _ADAPTERS:
         return RegionPoolModel(model)
     return SoftTargetModel(model)
@@ -331,9 +452,15 @@ def build_model(arch: str, num_classes: int, image_size: int | None = None,
     (``input_size``), which fix it at construction; CNNs ignore it. ``stem="cifar"`` (ResNet
     family only) swaps the 7x7/2 convolution and max-pool for one 3x3/1 convolution, the
     usual CIFAR ResNet: 32 px inputs then keep a 4x4 final feature map for region pooling.
+
+    ``arch="timm/<name>"`` builds ``timm.create_model(name, num_classes=num_classes,
+    pretrained=False)`` instead (timm is the optional extra ``mixtrain-dali[timm]``), with
+    ``img_size=image_size`` for the models that take it (ViT, DeiT).
     """
     if stem not in ("imagenet", "cifar"):
         raise UserError(f"stem={stem!r}; valid: imagenet, cifar")
+    if str(arch).strip().startswith(TIMM_PREFIX):
+        return _build_timm(str(arch).strip()[len(TIMM_PREFIX):], num_classes, image_size, stem)
     if str(arch).strip().lower() == "small_cnn":
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise UserError(f"num_classes={num_classes!r} is invalid; it must be an integer >= 1")
@@ -369,6 +496,42 @@ def build_model(arch: str, num_classes: int, image_size: int | None = None,
             raise UserError(f"stem='cifar' is for the ResNet family (resnet*, resnext*, wide_resnet*), not {arch!r}")
         model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, 1, 1, bias=False)
         model.maxpool = nn.Identity()
+    return model
+
+
+#: ``arch`` prefix of timm models in :func:`build_model` and ``mixtrain train --arch``.
+TIMM_PREFIX = "timm/"
+
+
+def _build_timm(name: str, num_classes: int, image_size: int | None, stem: str) -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"--arch {TIMM_PREFIX}{name}: needs timm (pip install 'mixtrain-dali[timm]')") from None
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"close matches: {', '.join(close)}; " if close else ""
+        raise UserError(f"unknown timm model {name!r}; {hint}list all with: python -c 'import timm; "
+                        "print(timm.list_models())'")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise UserError(f"num_classes={num_classes!r} is invalid; it must be an integer >= 1")
+    if stem != "imagenet":
+        raise UserError(f"stem={stem!r} is for torchvision's ResNet family, not {TIMM_PREFIX}{name}; "
+                        "valid for timm models: imagenet")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise UserError(f"image_size={image_size!r} is invalid; it must be an integer >= 1")
+    kwargs = {"num_classes": num_classes, "pretrained": False}
+    try:  # models with a fixed input size (ViT, DeiT) take it at construction, CNNs do not
+        model = timm.create_model(name, **kwargs, **({} if image_size is None else {"img_size": image_size}))
+    except TypeError as e:
+        if image_size is None or "img_size" not in str(e):
+            raise
+        model = timm.create_model(name, **kwargs)
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if image_size is not None and patch is not None and image_size % max(patch):
+        raise UserError(f"image_size={image_size} is invalid for {TIMM_PREFIX}{name}: it must be a "
+                        f"multiple of the patch size {max(patch)}")
     return model
 
 

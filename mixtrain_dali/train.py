@@ -233,12 +233,11 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
     model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
     isolate = config.mix.isolate and config.mix.pastes
-    if isolate and not (getattr(model, "pools_regions", False) and model.family != "vit"):
+    if isolate and not model.can_isolate:
         isolate = False
         if rank == 0:
             why = ("train.region_pooling is off" if not t.region_pooling else
-                   "a ViT's tiles need not hold whole patches" if model.family == "vit" else
-                   "it has no region-pooling adapter")
+                   "a ViT's tiles need not hold whole patches" if model.pools_regions else model.why)
             print(f"mixtrain: warning: mix isolate: {t.arch} cannot run constituents apart ({why}); "
                   "they share the network (set isolate = false to silence this)", file=sys.stderr, flush=True)
     if t.channels_last:  # the loader's batches are NHWC in memory: keep weights and grads alike

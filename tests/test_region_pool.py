@@ -459,9 +459,12 @@ def test_isolated_tile_ignores_its_neighbours_pixels():
     assert not torch.allclose(a[0, [1, 3]], b[0, [1, 3]])
 
 
-def test_isolated_forward_trains_and_reaches_every_tile():
+@pytest.mark.parametrize("arch", ["resnet18", "timm/resnet10t"])
+def test_isolated_forward_trains_and_reaches_every_tile(arch):
+    if arch.startswith("timm/"):
+        pytest.importorskip("timm")
     torch.manual_seed(0)
-    net = adapt_model(build_model("resnet18", CLASSES))
+    net = adapt_model(build_model(arch, CLASSES))
     x, boxes = _grid_batch()
     # two unmixed composites: BatchNorm in training mode needs more than one value per channel
     x, boxes = torch.cat([x, x[1:]]), torch.cat([boxes, boxes[1:]])
