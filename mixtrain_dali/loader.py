@@ -8,7 +8,8 @@ all-reduce and one device->host copy per epoch), (2) asks the controller for the
 plan, (3) uploads this rank's plan rows to the training device once, (4) runs the DALI
 pipeline over the plan's batches. Per step nothing crosses from the device to the host.
 
-Bad files (robust.py): both loaders check every file cheaply when they are made, leave the
+Bad files (robust.py): both loaders check every file cheaply when they are made (TrainLoader:
+those its manifest cannot vouch for, split across the ranks; manifest.py), leave the
 bad ones out and list them in `bad_files.txt`; mid-epoch, a batch DALI cannot read is
 probed, its bad files excluded, the rest of the epoch's batches rewritten without them and
 the pipeline rebuilt at the same batch, so the epoch keeps its length and every good sample.
