@@ -30,7 +30,7 @@ QUICK_OUT = Path(tempfile.gettempdir()) / "mixtrain-bench-quick"
 # the command a user types for each script (recorded in the results)
 COMMANDS = {"loader_throughput": "mixtrain bench loader", "train_speedup": "mixtrain bench speedup",
             "accuracy_budget": "mixtrain bench accuracy", "demo": "mixtrain bench demo",
-            "plan_speed": "mixtrain bench plan"}
+            "plan_speed": "mixtrain bench plan", "startup": "mixtrain bench startup"}
 
 
 # -- command line -------------------------------------------------------------------------

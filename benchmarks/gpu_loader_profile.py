@@ -157,7 +157,7 @@ def main(argv=None) -> dict:
     index = scan_image_folder(root)
     for name, kw in (("ours_fancy", dict(fancy_upsampling=True)), ("ours", {}),
                      ("ours_nohints", dict(decoder_hints=False))):
-        source = PlanSource(*index.path_bytes, mixing=False,
+        source = PlanSource(index.paths, mixing=False,
                             crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (size, size)))
         plan = single_plan(0, np.arange(len(index)), (size, size), np.zeros(len(index), np.uint8))
         batches = plan.batches(bs)[:n_batches]

@@ -1,4 +1,4 @@
-"""`mixtrain bench {loader,speedup,accuracy}`: run one of the checkout's benchmark scripts.
+"""`mixtrain bench {loader,speedup,accuracy,plan,demo,startup}`: run one of the checkout's benchmark scripts.
 
 The scripts live in `benchmarks/` next to the package (a source checkout, not an installed
 wheel); each is `main(argv, prog) -> dict` and writes JSON, a Markdown table and PNG plots.
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "accuracy": "accuracy_budget.py",
     "plan": "plan_speed.py",
     "demo": "demo_record.py",
+    "startup": "startup.py",
 }
 
 

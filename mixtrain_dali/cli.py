@@ -70,6 +70,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     again.add_argument("--overwrite", action="store_true",
                        help="OUT holds an earlier run: delete its files (checkpoint, metrics, config, "
                             "bad-file list) and start over")
+    p.add_argument("--no-file-check", action="store_true",
+                   help="skip the up-front check of every image file (header and end marker; "
+                        "remembered between runs in a manifest, so only new or changed files are "
+                        "checked again): for data known to be good; a bad file is still caught mid-epoch")
     g = p.add_argument_group("mixing (MixTrain)")
     g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off; "
                                              + _recipe("mix", "k", "off"))
@@ -134,7 +138,7 @@ def cmd_train(args) -> int:
 
     config = _config_from_args(args)
     train(config, args.data, config.train.out, resume=args.resume, progress=not args.no_progress,
-          overwrite=args.overwrite)
+          overwrite=args.overwrite, check_files=not args.no_file_check)
     return 0
 
 
@@ -243,10 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("bench", help="run a benchmark of the checkout's benchmarks/ (JSON, table, plots)")
-    p.add_argument("benchmark", choices=["loader", "speedup", "accuracy", "plan", "demo"],
+    p.add_argument("benchmark", choices=["loader", "speedup", "accuracy", "plan", "demo", "startup"],
                    help="loader: throughput vs torchvision/DALI; speedup: epoch time vs ideal; "
                         "accuracy: top-1 at equal budget; plan: the controller's planning time; "
-                        "demo: `mixtrain demo`, recorded")
+                        "demo: `mixtrain demo`, recorded; startup: start-up time and memory at "
+                        "ImageNet scale vs torchvision")
     p.add_argument("args", nargs=argparse.REMAINDER,
                    help="the benchmark's flags, e.g. --quick --out-dir DIR --device gpu "
                         "(mixtrain bench NAME --help lists them)")

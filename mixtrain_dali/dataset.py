@@ -2,13 +2,21 @@
 
 Same semantics as `torchvision.datasets.ImageFolder`: classes are the sorted sub-directory
 names, `class_to_idx` maps them to 0..C-1, files are taken recursively inside each class
-folder in sorted order, with torchvision's image extensions (case-insensitive). Paths are
-kept as one padded uint8 array so the DALI source can slice them without Python strings.
+folder in sorted order, with torchvision's image extensions (case-insensitive).
+
+Memory: at ImageNet scale (1.28M files) one Python string per path costs about 120 bytes
+each; `PathList` keeps every path relative to the root in one uint8 buffer with offsets
+(about 35 bytes a file) and makes a `str` only when one is asked for. The scan lists each
+class folder with `os.scandir` on bytes (no decoding) in a few threads (the directory reads
+and stats release the GIL); with `stat=True` it also records every file's size and mtime
+from the same listing, which the manifest (manifest.py) and the file watch compare against.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,40 +26,135 @@ from .errors import UserError
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+_EXT_BYTES = tuple(e.encode() for e in IMG_EXTENSIONS)
+SCAN_THREADS = 4
+
+
+class PathList(Sequence):
+    """Paths `prefix + rel[i]`, the `rel` parts concatenated in one uint8 buffer.
+
+    A read-only sequence of `str` (indexing, slicing, iteration, `==` with a list), so code
+    written for `list[str]` keeps working; `encoded(i)` is the path as uint8 for DALI."""
+
+    def __init__(self, prefix: bytes, buf: np.ndarray, offsets: np.ndarray):
+        self.prefix, self.buf, self.offsets = prefix, buf, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def rel(self, i: int) -> bytes:
+        """Path `i` relative to the root, as bytes."""
+        return self.buf[self.offsets[i]:self.offsets[i + 1]].tobytes()
+
+    def encoded(self, i: int) -> np.ndarray:
+        """Path `i` as a uint8 array (what DALI's file reader takes)."""
+        return np.frombuffer(self.prefix + self.rel(i), np.uint8)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"path index {i} out of range for {len(self)} paths")
+        return os.fsdecode(self.prefix + self.rel(i))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, PathList):
+            return (self.prefix == other.prefix and np.array_equal(self.offsets, other.offsets)
+                    and np.array_equal(self.buf, other.buf))
+        return isinstance(other, Sequence) and not isinstance(other, (str, bytes)) and list(self) == list(other)
+
+    __hash__ = None  # mutable arrays inside: not hashable, like a list
+
+    def __repr__(self) -> str:
+        return f"PathList({len(self)} paths under {os.fsdecode(self.prefix)!r})"
+
+    @classmethod
+    def from_strings(cls, root: str | os.PathLike, paths: list[str]) -> "PathList":
+        """From full paths, each under `root`."""
+        prefix = _prefix(root)
+        rels = []
+        for p in paths:
+            e = os.fsencode(p)
+            if not e.startswith(prefix):
+                raise ValueError(f"path {p!r} is not under {os.fsdecode(prefix)!r}")
+            rels.append(e[len(prefix):])
+        return cls(prefix, *_pack(rels))
+
+
+def _prefix(root) -> bytes:
+    """What is put before each relative path: `root` and a separator, as ImageFolder joins."""
+    return os.fsencode(os.path.join(str(root), ""))
+
+
+def _pack(rels: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    lens = np.fromiter((len(r) for r in rels), np.int64, len(rels))
+    offsets = np.zeros(len(rels) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return np.frombuffer(b"".join(rels), np.uint8), offsets
 
 
 @dataclass
 class ImageFolderIndex:
-    """Every sample of one split: its path and label, in ImageFolder order."""
+    """Every sample of one split: its path and label, in ImageFolder order (and, from a
+    `stat=True` scan, each file's size and mtime in ns at the scan)."""
 
     root: Path
     classes: list[str]
     class_to_idx: dict[str, int]
-    paths: list[str]
+    paths: PathList
     labels: np.ndarray  # (N,) int64
+    sizes: np.ndarray | None = field(default=None, repr=False)   # (N,) int64
+    mtimes: np.ndarray | None = field(default=None, repr=False)  # (N,) int64
     _path_bytes: np.ndarray | None = field(default=None, repr=False)
     _path_lens: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.paths, PathList):
+            self.paths = PathList.from_strings(self.root, list(self.paths))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     @property
     def samples(self) -> list[tuple[str, int]]:
-        """(path, label) pairs, as `ImageFolder.samples`."""
+        """(path, label) pairs, as `ImageFolder.samples` (made on each call: 1.28M tuples
+        cost about 250 MB, which the loaders themselves never build)."""
         return list(zip(self.paths, self.labels.tolist()))
 
     @property
     def path_bytes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Paths as a zero-padded `(N, L)` uint8 array and their lengths, built once."""
+        """Paths as a zero-padded `(N, L)` uint8 array and their lengths, built once (the
+        loaders read `paths.encoded(i)` instead: this array is N times the longest path)."""
         if self._path_bytes is None:
-            encoded = [os.fsencode(p) for p in self.paths]
-            lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=len(encoded))
-            width = int(lens.max()) if len(encoded) else 1
-            buf = np.zeros((len(encoded), width), dtype=np.uint8)
-            flat = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), dtype=np.uint8)
-            buf[:] = flat.reshape(len(encoded), width)
+            p, n = self.paths.prefix, len(self)
+            lens = np.diff(self.paths.offsets) + len(p)
+            width = int(lens.max()) if n else 1
+            buf = np.zeros((n, width), dtype=np.uint8)
+            buf[:, :len(p)] = np.frombuffer(p, np.uint8)
+            rel = self.paths.buf
+            for i in range(n):
+                a, b = self.paths.offsets[i], self.paths.offsets[i + 1]
+                buf[i, len(p):lens[i]] = rel[a:b]
             self._path_bytes, self._path_lens = buf, lens
         return self._path_bytes, self._path_lens
+
+    def stat(self) -> None:
+        """Fill `sizes` and `mtimes` with one `os.stat` per file (-1 where it fails), for an
+        index scanned without `stat=True`."""
+        sizes, mtimes = np.full(len(self), -1, np.int64), np.full(len(self), -1, np.int64)
+        for i, p in enumerate(self.paths):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
+        self.sizes, self.mtimes = sizes, mtimes
 
     def fingerprint(self) -> dict:
         """What a checkpoint remembers of the data, to refuse resuming on another dataset."""
@@ -86,13 +189,60 @@ def find_classes(root: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
     return classes, {c: i for i, c in enumerate(classes)}
 
 
+def _list_class(root: bytes, cls: bytes, stat: bool) -> tuple[list[bytes], list[int], list[int]]:
+    """Image files under `root/cls`, relative to `root`, in `sorted(os.walk(...))` order
+    (directories by path, files by name; symlinked folders followed), and with `stat`
+    their sizes and mtimes (-1 where the stat fails: the check then says why)."""
+    found: list[tuple[bytes, list]] = []
+    stack = [cls]
+    while stack:
+        rel = stack.pop()
+        files = []
+        try:
+            with os.scandir(root + rel) as it:
+                for e in it:
+                    try:
+                        is_dir = e.is_dir()
+                    except OSError:
+                        is_dir = False
+                    if is_dir:
+                        stack.append(rel + b"/" + e.name)
+                    elif e.name.lower().endswith(_EXT_BYTES):
+                        files.append(e)
+        except OSError:
+            if rel == cls:
+                raise
+            continue  # os.walk skips an unreadable sub-folder too
+        found.append((rel, files))
+    found.sort(key=lambda t: t[0])
+    rels: list[bytes] = []
+    sizes: list[int] = []
+    mtimes: list[int] = []
+    for rel, files in found:
+        files.sort(key=lambda e: e.name)
+        head = rel + b"/"
+        rels.extend(head + e.name for e in files)
+        if stat:
+            for e in files:
+                try:
+                    st = e.stat()
+                    sizes.append(st.st_size)
+                    mtimes.append(st.st_mtime_ns)
+                except OSError:
+                    sizes.append(-1)
+                    mtimes.append(-1)
+    return rels, sizes, mtimes
+
+
 def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False,
-                      classes: list[str] | None = None) -> ImageFolderIndex:
+                      classes: list[str] | None = None, stat: bool = False,
+                      threads: int = SCAN_THREADS) -> ImageFolderIndex:
     """Scan `root` like `torchvision.datasets.ImageFolder(root)`.
 
     `classes`: label with these class names (e.g. the train split's) instead of the folders
     found: the folders must be among them (a val split may lack some classes), and a label is
     the class's index in `classes`, so it means the same class as in training.
+    `stat`: also record each file's size and mtime (`index.sizes`, `index.mtimes`).
 
     Raises `UserError` naming the path for a missing directory, a directory with no class
     folders, or classes with no images (torchvision raises for those too).
@@ -109,23 +259,32 @@ def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False
         class_to_idx = {c: i for i, c in enumerate(classes)}
     else:
         classes = found
-    paths: list[str] = []
-    labels: list[int] = []
-    empty: list[str] = []
-    for cls in found:
-        n_found = 0
-        for dirpath, _, fnames in sorted(os.walk(root / cls, followlinks=True)):
-            for fname in sorted(fnames):
-                if fname.lower().endswith(IMG_EXTENSIONS):
-                    paths.append(os.path.join(dirpath, fname))
-                    labels.append(class_to_idx[cls])
-                    n_found += 1
-        if n_found == 0:
-            empty.append(cls)
+    prefix = _prefix(root)
+
+    def work(cls: str):  # packed per class: no list of a million bytes objects at any time
+        rels, sizes, mtimes = _list_class(prefix, os.fsencode(cls), stat)
+        lens = np.fromiter(map(len, rels), np.int64, len(rels))
+        return b"".join(rels), lens, np.array(sizes, np.int64), np.array(mtimes, np.int64)
+
+    if threads > 1 and len(found) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            listed = list(pool.map(work, found))
+    else:
+        listed = [work(c) for c in found]
+    counts = np.array([len(r[1]) for r in listed], np.int64)
+    empty = [cls for cls, n in zip(found, counts) if n == 0]
     if empty and not allow_empty_classes:
         shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
         raise UserError(
             f"{len(empty)} class folder(s) in {str(root)!r} hold no images ({shown}); "
             f"valid extensions: {', '.join(IMG_EXTENSIONS)}"
         )
-    return ImageFolderIndex(root, classes, class_to_idx, paths, np.asarray(labels, dtype=np.int64))
+    labels = np.repeat(np.array([class_to_idx[c] for c in found], np.int64), counts)
+    offsets = np.zeros(int(counts.sum()) + 1, np.int64)
+    np.cumsum(np.concatenate([r[1] for r in listed] + [np.zeros(0, np.int64)]), out=offsets[1:])
+    buf = np.frombuffer(b"".join(r[0] for r in listed), np.uint8)
+    sizes = np.concatenate([r[2] for r in listed]) if stat else None
+    mtimes = np.concatenate([r[3] for r in listed]) if stat else None
+    del listed
+    paths = PathList(prefix, buf, offsets)
+    return ImageFolderIndex(root, classes, class_to_idx, paths, labels, sizes, mtimes)

@@ -8,7 +8,8 @@ all-reduce and one device->host copy per epoch), (2) asks the controller for the
 plan, (3) uploads this rank's plan rows to the training device once, (4) runs the DALI
 pipeline over the plan's batches. Per step nothing crosses from the device to the host.
 
-Bad files (robust.py): both loaders check every file cheaply when they are made, leave the
+Bad files (robust.py): both loaders check every file cheaply when they are made (TrainLoader:
+those its manifest cannot vouch for, split across the ranks; manifest.py), leave the
 bad ones out and list them in `bad_files.txt`; mid-epoch, a batch DALI cannot read is
 probed, its bad files excluded, the rest of the epoch's batches rewritten without them and
 the pipeline rebuilt at the same batch, so the epoch keeps its length and every good sample.
@@ -32,8 +33,9 @@ from .dataset import ImageFolderIndex, scan_image_folder
 from .errors import UserError
 from .pipelines import resolve_device, train_pipeline, val_pipeline
 from .plan import EpochPlan
-from .robust import (SUSPECT, BadFileLog, CheckedPlanSource, drop_samples, probe_files, suspect_hint,
-                     validate_files)
+from .manifest import manifest_path
+from .robust import (SUSPECT, BadFileLog, CheckedPlanSource, check_index, drop_samples, probe_files,
+                     suspect_hint, validate_files)
 from .source import PlanSource
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,17 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return 0, 1
 
 
+def _check_index(index: ImageFolderIndex, rank: int, world_size: int, manifest):
+    """robust.check_index with the loader's settings: split across the ranks of a process
+    group (without one, each rank checks every file: there is nothing to share verdicts
+    through); the manifest where `manifest` says (True: the default place, False: none)."""
+    grouped = world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+    where = None
+    if manifest is not False and manifest is not None:
+        where = manifest_path(index.root, None if manifest is True else manifest)
+    return check_index(index, rank=rank, world_size=world_size if grouped else 1, manifest=where)
+
+
 class _FolderAttributes:
     """What a `DataLoader(ImageFolder(...))` user reaches for, from `self.index` and `self.data`."""
 
@@ -182,11 +195,16 @@ class TrainLoader(_FolderAttributes):
     Under torch.distributed, each rank iterates a disjoint shard with the same number of
     batches. Call `record(batch, per_constituent_losses)` each step when mixing.
 
-    Bad files: with `validate` every file is checked when the loader is made (about 100k
-    files/s from page cache, robust.validate_files) and the bad ones are excluded; with
-    `watch_files` each batch's files are stat'ed as DALI takes them (~4 us a file), so one
-    that vanished or changed since is caught before it is decoded. `bad_files` is the
-    `bad_files.txt` that lists them (each file once, also across resumes).
+    Bad files: with `validate` every file is checked when the loader is made
+    (robust.check_index: under torch.distributed each rank checks 1/world of the files and
+    the verdicts are shared) and the bad ones are excluded; `manifest` remembers the verdicts
+    with each file's size and mtime, so a later start checks only new and changed files
+    (True: next to the split, or in ~/.cache/mixtrain when that is read-only; a folder: there;
+    False: none; manifest.py). `validate=False` skips the check (and the manifest): the
+    start-up is then the directory listing alone. With `watch_files` each batch's files are
+    stat'ed as DALI takes them (~4 us a file), so one that vanished or changed since is
+    caught before it is decoded. `bad_files` is the `bad_files.txt` that lists them (each
+    file once, also across resumes).
     """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, *,
@@ -197,12 +215,13 @@ class TrainLoader(_FolderAttributes):
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True,
-                 watch_files: bool = True, shuffle: bool = True):
+                 watch_files: bool = True, shuffle: bool = True,
+                 manifest: bool | str | os.PathLike = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), device=device,
                                threads=threads, prefetch=prefetch, min_image_size=min_image_size,
                                resize_ramp=list(resize_ramp))
-        self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
+        self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root, stat=validate)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
         if min_image_size is not None and self.mix.pastes:
             raise UserError("progressive resizing (min_image_size) and mixing are alternatives: "
@@ -233,8 +252,8 @@ class TrainLoader(_FolderAttributes):
         self.bad_files = BadFileLog(bad_files)
         watch = None
         if validate:
-            bad, watch = validate_files(self.index.paths)
-            self._exclude(bad, write=self.rank == 0)  # every rank finds the same; one writes
+            bad, watch = _check_index(self.index, self.rank, self.world_size, manifest)
+            self._exclude(bad, write=self.rank == 0)  # every rank has the same verdicts; one writes
             if n and self.excluded.all():
                 listed = f" (listed in {self.bad_files.path})" if self.bad_files.path else ""
                 raise UserError(f"no readable training images in {str(self.index.root)!r}: all {n} "
@@ -242,10 +261,9 @@ class TrainLoader(_FolderAttributes):
         crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
                             tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale)
         if watch is not None and watch_files:
-            self._source = CheckedPlanSource(*self.index.path_bytes, mixing=self.pastes, crops=crops,
-                                             watch=watch)
+            self._source = CheckedPlanSource(self.index.paths, mixing=self.pastes, crops=crops, watch=watch)
         else:
-            self._source = PlanSource(*self.index.path_bytes, mixing=self.pastes, crops=crops)
+            self._source = PlanSource(self.index.paths, mixing=self.pastes, crops=crops)
         self._pipe = None
         self._pipe_size, self._pipe_at_epoch_end = None, False
         self._hold = _OutputHold()

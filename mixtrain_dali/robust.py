@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -72,6 +73,7 @@ _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 HEAD_BYTES = 32
 TAIL_BYTES = len(_PNG_IEND)
+_ONE_READ = 4096
 
 OK, SUSPECT = "ok", "suspect"
 
@@ -108,8 +110,12 @@ def _check(path: str) -> tuple[str, int, int]:
             return "not a regular file", size, mtime
         if size == 0:
             return "empty (0 bytes)", size, mtime
-        head = os.pread(fd, HEAD_BYTES, 0)
-        tail = os.pread(fd, TAIL_BYTES, size - TAIL_BYTES) if size > HEAD_BYTES else head[-TAIL_BYTES:]
+        if size <= _ONE_READ:  # one page either way: one read instead of two
+            head = os.pread(fd, size, 0)
+            tail = head[-TAIL_BYTES:]
+        else:
+            head = os.pread(fd, HEAD_BYTES, 0)
+            tail = os.pread(fd, TAIL_BYTES, size - TAIL_BYTES)
     except OSError as e:
         return f"unreadable ({e.strerror})", -1, -1
     finally:
@@ -184,6 +190,63 @@ def validate_files(paths: list[str], *, io_threads: int = 16) -> tuple[dict[int,
         found = probe_files([paths[i] for i in suspects], checked=True)
         bad.update({suspects[j]: f"{suspect_hint(paths[suspects[j]])}; {reason}" for j, reason in found.items()})
     return dict(sorted(bad.items())), watch
+
+
+def _all_gather(obj) -> list:
+    """Every rank's `obj`, in rank order (torch.distributed's process group)."""
+    import torch.distributed as dist
+
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manifest=None,
+                io_threads: int = 16) -> tuple[dict[int, str], FileWatch]:
+    """The up-front check of a split, shared by the ranks and remembered between runs.
+
+    1. With a manifest path (manifest.py), the files it vouches for (same size and mtime)
+       take its verdict; only new and changed files are checked.
+    2. The files left are split across the ranks: rank r checks every `world_size`-th one
+       from r (`validate_files`: header and end marker, a DALI decode of the suspects), then
+       `gather` (default: `all_gather_object` of torch.distributed) hands every rank all
+       verdicts, so every rank excludes the same files and plans the same epochs. Without a
+       process group pass world_size=1: that rank checks everything.
+    3. Rank 0 writes the manifest again when anything differed.
+
+    `index` carries sizes and mtimes (`scan_image_folder(stat=True)`; else one stat per
+    file here). Returns ({id: reason} of the bad files, the `FileWatch` of the scan).
+    """
+    from .manifest import read_manifest, reuse, write_manifest
+
+    if index.sizes is None:
+        index.stat()
+    n = len(index)
+    known = read_manifest(manifest) if manifest is not None else None
+    if known is not None:
+        todo, bad, changed = reuse(index, known)
+    else:
+        todo, bad, changed = np.arange(n, dtype=np.int64), {}, True
+    if world_size > 1 and gather is None:
+        gather = _all_gather
+    mine = todo[rank::world_size] if world_size > 1 else todo
+    found, _ = validate_files([index.paths[i] for i in mine], io_threads=io_threads) if len(mine) else ({}, None)
+    found = {int(mine[j]): reason for j, reason in found.items()}
+    if world_size > 1:
+        tag = (n, zlib.crc32(todo.tobytes()))
+        parts = gather((tag, found))
+        if any(t != tag for t, _ in parts):
+            raise UserError(f"the ranks see different files in {str(index.root)!r} (files, and files "
+                            f"to check, per rank: {[t for t, _ in parts]}): every rank must read the "
+                            "same dataset")
+        found = {i: r for _, part in parts for i, r in part.items()}
+    bad.update(found)
+    bad = dict(sorted(bad.items()))
+    if manifest is not None and changed and rank == 0:
+        write_manifest(manifest, index, bad)
+    log.info("file check of %s: %d files, %d checked (%d by this rank), %d bad", index.root, n,
+             len(todo), len(mine), len(bad))
+    return bad, FileWatch(index.paths, index.sizes.copy(), index.mtimes.copy())
 
 
 def suspect_hint(path: str) -> str:
@@ -289,8 +352,8 @@ class BadFilesFound(RuntimeError):
 class CheckedPlanSource(PlanSource):
     """`PlanSource` that stats the files of every batch it hands to DALI (`FileWatch`)."""
 
-    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool, crops, watch: FileWatch):
-        super().__init__(path_bytes, path_lens, mixing, crops)
+    def __init__(self, paths, mixing: bool, crops, watch: FileWatch):
+        super().__init__(paths, mixing, crops)
         self.watch = watch
 
     def __call__(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .crops import CropPlanner
+from .dataset import PathList
 from .plan import EpochPlan
 
 _EMPTY_IDS = np.zeros((0,), np.int32)
@@ -64,9 +65,8 @@ class PlanSource:
     `fed` keeps the SlotBatches handed out and not yet consumed, for error recovery.
     """
 
-    def __init__(self, path_bytes: np.ndarray, path_lens: np.ndarray, mixing: bool, crops: CropPlanner):
-        self.path_bytes = path_bytes
-        self.path_lens = path_lens
+    def __init__(self, paths: PathList, mixing: bool, crops: CropPlanner):
+        self.paths = paths  # `paths.encoded(i)`: sample i's path as uint8, what DALI reads
         self.mixing = mixing
         self.crops = crops
         self.plan: EpochPlan | None = None
@@ -85,7 +85,7 @@ class PlanSource:
         windows = self.crops.draw(self.plan.epoch, self.position, slots.tile_hw)
         self.position += 1
         self.fed.append(slots)
-        paths = [self.path_bytes[s, :n] for s, n in zip(slots.slot_samples, self.path_lens[slots.slot_samples])]
+        paths = [self.paths.encoded(s) for s in slots.slot_samples]
         if not self.mixing:
             return paths, slots.flips, windows
         n_donors = len(slots) - len(slots.composites)

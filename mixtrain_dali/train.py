@@ -172,11 +172,13 @@ def atomic_save(obj, path: Path) -> None:
 
 
 def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None = None,
-          resume: bool = False, progress: bool = True, overwrite: bool = False) -> list[dict]:
+          resume: bool = False, progress: bool = True, overwrite: bool = False,
+          check_files: bool = True) -> list[dict]:
     """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows.
 
     `out` holding an earlier run (earlier_run) is refused unless `resume` (continue it) or
-    `overwrite` (its files are deleted first)."""
+    `overwrite` (its files are deleted first). `check_files=False` skips the loaders'
+    up-front file check (for data known to be good; a bad file is still found mid-epoch)."""
     t = config.train
     out_dir = Path(out if out is not None else t.out)
     data = Path(data)
@@ -219,8 +221,8 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     if kind == "gpu":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     torch.manual_seed(t.seed + rank)
-    train_index = scan_image_folder(train_root)
-    loader = TrainLoader.from_config(train_index, config, bad_files=out_dir / BAD_FILES)
+    train_index = scan_image_folder(train_root, stat=check_files)
+    loader = TrainLoader.from_config(train_index, config, bad_files=out_dir / BAD_FILES, validate=check_files)
     dev = loader.torch_device
     on_gpu = dev.type == "cuda"
     val_loader = None
@@ -228,7 +230,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         val_loader = ValLoader(data / "val", config.data.batch_size, config.data.image_size,
                                config.data.val_resize, device=config.data.device,
                                threads=config.data.threads, classes=train_index.classes,
-                               bad_files=out_dir / BAD_FILES)
+                               bad_files=out_dir / BAD_FILES, validate=check_files)
 
     model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
     model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)

@@ -199,3 +199,26 @@ def test_plan_takes_the_common_quick_and_out_dir_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "plan", "--quick", "--k", "5"])
     assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_startup_small_tree_times_every_case_and_counts_the_files_read(tmp_path):
+    out = tmp_path / "out"
+    rc = main(["bench", "startup", "--quick", "--files", "240", "--classes", "6", "--out-dir", str(out),
+               "--data-dir", str(tmp_path / "data"), "--no-progress"])
+    assert rc == 0
+    result = json.loads((out / "startup_cpu_quick.json").read_text())
+    assert (out / "startup_cpu_quick.md").read_text().startswith("# Start-up at 240 files")
+    assert (out / "startup_cpu_quick.png").stat().st_size > 0
+    tree = tmp_path / "data" / "startup-n240-c6"
+    assert len(list(tree.glob("*/*.JPEG"))) == 240 and len(list(tree.iterdir())) == 6 + 2  # + marker, manifest
+    cases = result["cases"]
+    assert set(cases) == {"torchvision", "ours_cold", "ours_manifest", "ours_no_check", "ours_cold_2ranks",
+                          "ours_manifest_2ranks"}
+    for c in cases.values():
+        assert c["n_samples"] == 240 and _positive(c["seconds"]) and c["peak_rss_mb"] > 50
+    assert cases["ours_cold"]["files_opened_per_rank"] == [240]
+    assert cases["ours_manifest"]["files_opened_per_rank"] == [0]
+    assert cases["ours_no_check"]["files_opened_per_rank"] == [0]
+    assert cases["ours_cold_2ranks"]["files_opened_per_rank"] == [120, 120]
+    assert cases["ours_manifest_2ranks"]["files_opened_per_rank"] == [0, 0]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from mixtrain_dali.config import IMAGENET_MEAN, IMAGENET_STD
 from mixtrain_dali.crops import CropPlanner, relative_window
+from mixtrain_dali.dataset import PathList
 from mixtrain_dali.layout import layout
 from mixtrain_dali.pipelines import train_pipeline
 from mixtrain_dali.plan import EpochPlan
@@ -39,13 +40,8 @@ def ramp_images(tmp_path_factory):
     return paths, arrays
 
 
-def _path_arrays(paths):
-    enc = [p.encode() for p in paths]
-    width = max(map(len, enc))
-    buf = np.zeros((len(enc), width), np.uint8)
-    for i, e in enumerate(enc):
-        buf[i, :len(e)] = np.frombuffer(e, np.uint8)
-    return buf, np.array([len(e) for e in enc])
+def _path_list(paths):
+    return PathList.from_strings("", paths)
 
 
 def _plan(groups, share_sets, flips):
@@ -68,7 +64,7 @@ WHOLE = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), canvas=(CANVAS, CANVAS), tile_a
 
 
 def _run(plan, paths, device, crops=None):
-    source = PlanSource(*_path_arrays(paths), mixing=True, crops=crops or CropPlanner(**WHOLE))
+    source = PlanSource(_path_list(paths), mixing=True, crops=crops or CropPlanner(**WHOLE))
     source.start(plan, [np.arange(plan.n_composites)])
     pipe = train_pipeline(source=source, device=device, image_size=CANVAS,
                           mixing=True, batch_size=plan.n_composites * plan.k_max,
@@ -149,7 +145,7 @@ def test_unmixed_composite_equals_plain_pipeline(ramp_images):
     paths, _ = ramp_images
     plan = _plan([[2], [4]], [[1.0], [1.0]], [[1], [0]])
     mixed = _run(plan, paths, "cpu")
-    source = PlanSource(*_path_arrays(paths), mixing=False, crops=CropPlanner(**WHOLE))
+    source = PlanSource(_path_list(paths), mixing=False, crops=CropPlanner(**WHOLE))
     source.start(plan, [np.arange(2)])
     pipe = train_pipeline(source=source, device="cpu", image_size=CANVAS,
                           mixing=False, batch_size=2, num_threads=1, device_id=None, seed=1)
