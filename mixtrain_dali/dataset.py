@@ -15,6 +15,7 @@ from the same listing, which the manifest (manifest.py) and the file watch compa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,33 @@ from .errors import UserError
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _EXT_BYTES = tuple(e.encode() for e in IMG_EXTENSIONS)
 SCAN_THREADS = 4
+# Work over many files (listing with stats, the header check) runs in one thread while it is
+# fast and moves to a thread pool only when the first items show it waits on storage: on a
+# warm local page cache every syscall is microseconds and a pool only adds GIL hand-offs
+# (measured on 1.28M files, 2 cores: the check 6.5 us a file in one thread, 16 us in 16;
+# stats 2.3 us in one thread, 5.4 us in 4), while on cold or network storage each
+# open waits milliseconds and threads overlap the waits.
+PROBE_ITEMS = 256
+POOL_ABOVE_S = 40e-6  # per item
+
+
+def run_adaptive(work, n: int, threads: int, chunk: int | None = None) -> list:
+    """`work(lo, hi)` over [0, n) in chunks, results concatenated in order: the first
+    PROBE_ITEMS in this thread, timed; the rest here too unless they took more than
+    POOL_ABOVE_S each, then in a pool of `threads`."""
+    first = min(n, PROBE_ITEMS)
+    start = time.perf_counter()
+    out = list(work(0, first))
+    slow = first and (time.perf_counter() - start) / first > POOL_ABOVE_S
+    if n <= first:
+        return out
+    if threads <= 1 or not slow:
+        return out + list(work(first, n))
+    chunk = chunk or max(PROBE_ITEMS, -(-(n - first) // (4 * threads)))
+    with ThreadPoolExecutor(threads) as pool:
+        for part in pool.map(lambda lo: work(lo, min(n, lo + chunk)), range(first, n, chunk)):
+            out.extend(part)
+    return out
 
 
 class PathList(Sequence):
@@ -45,6 +73,12 @@ class PathList(Sequence):
     def rel(self, i: int) -> bytes:
         """Path `i` relative to the root, as bytes."""
         return self.buf[self.offsets[i]:self.offsets[i + 1]].tobytes()
+
+    def bytes_getter(self):
+        """A fast `i -> path i as bytes` for loops over many files (`os.open` takes bytes, so
+        nothing is decoded: about 0.2 us a path against 1 us for `self[i]`)."""
+        whole, offsets, prefix = self.buf.tobytes(), self.offsets, self.prefix
+        return lambda i: prefix + whole[offsets[i]:offsets[i + 1]]
 
     def encoded(self, i: int) -> np.ndarray:
         """Path `i` as a uint8 array (what DALI's file reader takes)."""
@@ -144,17 +178,19 @@ class ImageFolderIndex:
             self._path_bytes, self._path_lens = buf, lens
         return self._path_bytes, self._path_lens
 
-    def stat(self) -> None:
+    def stat(self, ids=None) -> None:
         """Fill `sizes` and `mtimes` with one `os.stat` per file (-1 where it fails), for an
-        index scanned without `stat=True`."""
-        sizes, mtimes = np.full(len(self), -1, np.int64), np.full(len(self), -1, np.int64)
-        for i, p in enumerate(self.paths):
+        index scanned without `stat=True`; `ids`: only those files."""
+        if self.sizes is None:
+            self.sizes, self.mtimes = np.full(len(self), -1, np.int64), np.full(len(self), -1, np.int64)
+        for i in range(len(self)) if ids is None else ids:
+            i = int(i)
             try:
-                st = os.stat(p)
+                st = os.stat(self.paths[i])
             except OSError:
+                self.sizes[i] = self.mtimes[i] = -1
                 continue
-            sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
-        self.sizes, self.mtimes = sizes, mtimes
+            self.sizes[i], self.mtimes[i] = st.st_size, st.st_mtime_ns
 
     def fingerprint(self) -> dict:
         """What a checkpoint remembers of the data, to refuse resuming on another dataset."""
@@ -234,6 +270,21 @@ def _list_class(root: bytes, cls: bytes, stat: bool) -> tuple[list[bytes], list[
     return rels, sizes, mtimes
 
 
+def _adaptive_classes(work, classes: list[str], threads: int) -> list:
+    """`work(cls)` for every class, in order: in this thread unless the first classes show
+    more than POOL_ABOVE_S per file (slow storage), then the rest in a pool."""
+    out, files, start, i = [], 0, time.perf_counter(), 0
+    while i < len(classes) and files < PROBE_ITEMS:
+        out.append(work(classes[i]))
+        files += len(out[-1][1])
+        i += 1
+    slow = files and (time.perf_counter() - start) / files > POOL_ABOVE_S
+    if threads > 1 and slow and i < len(classes):
+        with ThreadPoolExecutor(threads) as pool:
+            return out + list(pool.map(work, classes[i:]))
+    return out + [work(c) for c in classes[i:]]
+
+
 def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False,
                       classes: list[str] | None = None, stat: bool = False,
                       threads: int = SCAN_THREADS) -> ImageFolderIndex:
@@ -266,8 +317,12 @@ def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False
         lens = np.fromiter(map(len, rels), np.int64, len(rels))
         return b"".join(rels), lens, np.array(sizes, np.int64), np.array(mtimes, np.int64)
 
-    if threads > 1 and len(found) > 1:
-        with ThreadPoolExecutor(threads) as pool:
+    # a listing of names alone gains from a few threads (measured: 0.9 s in 2 threads, 1.4 s
+    # in one); with a stat per file one thread is fastest unless storage is slow
+    if stat:
+        listed = _adaptive_classes(work, found, threads)
+    elif threads > 1 and len(found) > 1:
+        with ThreadPoolExecutor(min(threads, os.cpu_count() or 1)) as pool:
             listed = list(pool.map(work, found))
     else:
         listed = [work(c) for c in found]

@@ -145,11 +145,21 @@ def _class_groups(index: ImageFolderIndex) -> list[tuple[str, int, int]]:
 
 
 def reuse(index: ImageFolderIndex, manifest: Manifest) -> tuple[np.ndarray, dict[int, str], bool]:
-    """What `manifest` says about `index`'s files (scanned with sizes and mtimes).
+    """What `manifest` says about `index`'s files.
+
+    With sizes and mtimes in `index` (a `stat=True` scan) a file is unchanged when its path,
+    size and mtime are the manifest's. Without (`index.sizes is None`: the loader's file
+    watch will stat every file before its batch is read, so start-up skips the stats), a
+    file is taken as the manifest has it when its path is there, and `index` gets the
+    manifest's sizes and mtimes for it (-1 for new files, which are to be checked).
 
     Returns (ids of the files to check: new or changed, {id: reason} of the unchanged files
     the manifest found bad, whether the manifest differs from the tree at all)."""
     paths = index.paths
+    by_name = index.sizes is None
+    if by_name:
+        index.sizes = np.full(len(index), -1, np.int64)
+        index.mtimes = np.full(len(index), -1, np.int64)
     todo: list[np.ndarray] = []
     bad: dict[int, str] = {}
     m_start = dict(zip(manifest.classes, np.concatenate([[0], np.cumsum(manifest.counts)[:-1]]).tolist()))
@@ -171,6 +181,9 @@ def reuse(index: ImageFolderIndex, manifest: Manifest) -> tuple[np.ndarray, dict
             match = np.fromiter((where.get(paths.rel(i), -1) for i in range(a, b)), np.int64, b - a)
         known = match >= 0
         same = known.copy()
+        if by_name:
+            index.sizes[a:b][known] = manifest.sizes[match[known]]
+            index.mtimes[a:b][known] = manifest.mtimes[match[known]]
         same[known] = ((manifest.sizes[match[known]] == index.sizes[a:b][known])
                        & (manifest.mtimes[match[known]] == index.mtimes[a:b][known]))
         same &= index.sizes[a:b] >= 0

@@ -39,11 +39,12 @@ import logging
 import os
 import stat
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .dataset import run_adaptive
 from .errors import UserError
 from .layout import layout_batch
 from .plan import EpochPlan
@@ -157,29 +158,28 @@ class FileWatch:
         return found
 
 
-def scan_files(paths: list[str], threads: int = 16) -> tuple[dict[int, str], list[int], FileWatch]:
-    """`check_file` over many files in a thread pool (the reads release the GIL and overlap,
-    which matters on network storage). Returns ({index: reason} of the bad files, indices of
-    the suspects, a `FileWatch` of what was seen)."""
+def scan_files(paths: Sequence[str], threads: int = 16) -> tuple[dict[int, str], list[int], FileWatch]:
+    """`check_file` over many files (`paths`: any sequence of path strings, e.g. a
+    `PathList`; no list of them is made): in this thread while the files come fast, in a
+    pool of `threads` when the first ones show slow storage (dataset.run_adaptive: the reads
+    release the GIL and overlap, which matters on network storage). Returns ({index: reason}
+    of the bad files, indices of the suspects, a `FileWatch` of what was seen)."""
     n = len(paths)
-    chunk = max(256, -(-n // (4 * max(1, threads))))
+    sizes, mtimes = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    path = _bytes_getter(paths)
 
-    def work(lo: int) -> list[tuple[str, int, int]]:
-        return [_check(p) for p in paths[lo:lo + chunk]]
+    def work(lo: int, hi: int) -> list[tuple[int, str]]:
+        found = []
+        for i in range(lo, hi):
+            verdict, sizes[i], mtimes[i] = _check(path(i))
+            if verdict != OK:
+                found.append((i, verdict))
+        return found
 
-    results: list[tuple[str, int, int]] = []
-    if threads <= 1 or n <= chunk:
-        results = [_check(p) for p in paths]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            for part in pool.map(work, range(0, n, chunk)):
-                results.extend(part)
-    verdicts = [r[0] for r in results]
-    sizes = np.fromiter((r[1] for r in results), np.int64, n)
-    mtimes = np.fromiter((r[2] for r in results), np.int64, n)
-    bad = {i: v for i, v in enumerate(verdicts) if v not in (OK, SUSPECT)}
-    suspects = [i for i, v in enumerate(verdicts) if v == SUSPECT]
-    return bad, suspects, FileWatch(list(paths), sizes, mtimes)
+    found = run_adaptive(work, n, threads)
+    bad = {i: v for i, v in found if v != SUSPECT}
+    suspects = [i for i, v in found if v == SUSPECT]
+    return bad, suspects, FileWatch(paths, sizes, mtimes)
 
 
 def validate_files(paths: list[str], *, io_threads: int = 16) -> tuple[dict[int, str], FileWatch]:
@@ -192,6 +192,28 @@ def validate_files(paths: list[str], *, io_threads: int = 16) -> tuple[dict[int,
     return dict(sorted(bad.items())), watch
 
 
+class _Subset(Sequence):
+    """`paths[ids[i]]` for i in range(len(ids)), made one at a time (no list of strings)."""
+
+    def __init__(self, paths: Sequence[str], ids: np.ndarray):
+        self.paths, self.ids = paths, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> str:
+        return self.paths[int(self.ids[i])]
+
+    def bytes_getter(self):
+        get, ids = _bytes_getter(self.paths), self.ids
+        return lambda i: get(int(ids[i]))
+
+
+def _bytes_getter(paths: Sequence[str]):
+    """`i -> path i` as bytes where the sequence can give them without decoding, else as is."""
+    return paths.bytes_getter() if hasattr(paths, "bytes_getter") else paths.__getitem__
+
+
 def _all_gather(obj) -> list:
     """Every rank's `obj`, in rank order (torch.distributed's process group)."""
     import torch.distributed as dist
@@ -202,7 +224,7 @@ def _all_gather(obj) -> list:
 
 
 def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manifest=None,
-                io_threads: int = 16) -> tuple[dict[int, str], FileWatch]:
+                io_threads: int = 16, stat_known: bool = True) -> tuple[dict[int, str], FileWatch]:
     """The up-front check of a split, shared by the ranks and remembered between runs.
 
     1. With a manifest path (manifest.py), the files it vouches for (same size and mtime)
@@ -214,15 +236,19 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
        process group pass world_size=1: that rank checks everything.
     3. Rank 0 writes the manifest again when anything differed.
 
-    `index` carries sizes and mtimes (`scan_image_folder(stat=True)`; else one stat per
-    file here). Returns ({id: reason} of the bad files, the `FileWatch` of the scan).
+    `index` carries sizes and mtimes (`scan_image_folder(stat=True)`), or gets them here:
+    the files the check opens from its own fstats (one rank), the others from one stat each.
+    `stat_known=False` (the loader, whose file watch stats every file before its batch is
+    read and checks again one that changed): files under a path the manifest holds take
+    its size and mtime without a stat, so a second start costs a listing; a file changed
+    in place since is then found when its batch comes, not here. Returns ({id: reason} of the bad files, the `FileWatch` of the scan).
     """
     from .manifest import read_manifest, reuse, write_manifest
 
-    if index.sizes is None:
-        index.stat()
     n = len(index)
     known = read_manifest(manifest) if manifest is not None else None
+    if index.sizes is None and known is not None and stat_known:
+        index.stat()
     if known is not None:
         todo, bad, changed = reuse(index, known)
     else:
@@ -230,7 +256,8 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
     if world_size > 1 and gather is None:
         gather = _all_gather
     mine = todo[rank::world_size] if world_size > 1 else todo
-    found, _ = validate_files([index.paths[i] for i in mine], io_threads=io_threads) if len(mine) else ({}, None)
+    files = index.paths if len(mine) == n else _Subset(index.paths, mine)  # all: no indirection
+    found, watch = validate_files(files, io_threads=io_threads) if len(mine) else ({}, None)
     found = {int(mine[j]): reason for j, reason in found.items()}
     if world_size > 1:
         tag = (n, zlib.crc32(todo.tobytes()))
@@ -242,6 +269,14 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
         found = {i: r for _, part in parts for i, r in part.items()}
     bad.update(found)
     bad = dict(sorted(bad.items()))
+    if watch is not None and world_size == 1:  # this rank opened the files to check: its fstats
+        if index.sizes is None:
+            index.sizes, index.mtimes = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+        index.sizes[mine], index.mtimes[mine] = watch.sizes, watch.mtimes
+    elif index.sizes is None:
+        index.stat()
+    elif world_size > 1 and len(todo):  # each rank opened a share: the rest by a stat each
+        index.stat(todo)
     if manifest is not None and changed and rank == 0:
         write_manifest(manifest, index, bad)
     log.info("file check of %s: %d files, %d checked (%d by this rank), %d bad", index.root, n,

@@ -33,8 +33,8 @@ def opened(monkeypatch):
     seen: dict[str, list[str]] = {}
     real = robust._check
 
-    def counting(path):
-        seen.setdefault(threading.current_thread().name, []).append(path)
+    def counting(path):  # bytes from the check's loop, str from the file watch
+        seen.setdefault(threading.current_thread().name, []).append(os.fsdecode(path))
         return real(path)
 
     monkeypatch.setattr(robust, "_check", counting)
@@ -247,3 +247,76 @@ def test_two_gloo_ranks_each_read_half_and_plan_identically(folder, tmp_path):
     assert ranks[0]["digest"] == ranks[1]["digest"]
     bad_id = [p for p, _ in ranks[0]["samples"]].index(bad_path)
     assert ranks[0]["excluded"] == ranks[1]["excluded"] == [bad_id]
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_adaptive_work_keeps_order_and_pools_only_slow_storage(monkeypatch, slow):
+    """run_adaptive: the same results in order either way; a thread pool only when the first
+    items were slower than POOL_ABOVE_S each (fast local files stay in the calling thread)."""
+    import threading
+
+    from mixtrain_dali import dataset
+
+    monkeypatch.setattr(dataset, "POOL_ABOVE_S", 0.0 if slow else 10.0)
+    monkeypatch.setattr(dataset, "PROBE_ITEMS", 10)
+    threads_seen = set()
+
+    def work(lo, hi):
+        threads_seen.add(threading.get_ident())
+        return [i * i for i in range(lo, hi)]
+
+    out = dataset.run_adaptive(work, 1000, threads=4, chunk=50)
+    assert out == [i * i for i in range(1000)]
+    caller = threading.get_ident()
+    assert (threads_seen - {caller} != set()) == slow
+
+
+def test_cold_check_takes_sizes_from_its_own_reads(folder, tmp_path, opened):
+    """A lone rank's cold start scans without stats and the check's fstats fill them: the
+    manifest it writes then vouches for every file on the next start (nothing re-read)."""
+    from mixtrain_dali.robust import check_index
+
+    index = scan_image_folder(folder)
+    assert index.sizes is None
+    where = tmp_path / "m.npz"
+    bad, _ = check_index(index, manifest=where)
+    assert not bad and (index.sizes > 0).all() and (index.mtimes > 0).all()
+    again = scan_image_folder(folder, stat=True)
+    np.testing.assert_array_equal(again.sizes, index.sizes)
+    np.testing.assert_array_equal(again.mtimes, index.mtimes)
+    opened.clear()
+    assert check_index(again, manifest=where)[0] == {} and _all(opened) == []
+
+
+def test_loader_second_start_stats_nothing_and_finds_a_file_changed_since_at_its_batch(
+        folder, opened, tmp_path, monkeypatch):
+    """A loader's second start lists the tree and takes the manifest's word for every file
+    there (no open, no stat); a file broken in place since then is found by the file watch
+    when its batch comes, left out, and listed, and the epoch goes on."""
+    TrainLoader(folder, 4, 32, device="cpu", manifest=tmp_path / "m")
+    broken = os.path.join(folder, "bee", sorted(os.listdir(os.path.join(folder, "bee")))[2])
+    with open(broken, "wb") as f:
+        f.write(b"\xff\xd8 not a jpeg any more")
+    stats = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: stats.append(p) or real_stat(p, *a, **k))
+    opened.clear()
+    loader = TrainLoader(folder, 4, 32, device="cpu", manifest=tmp_path / "m", seed=0, threads=1)
+    assert _all(opened) == [] and [p for p in stats if str(p).endswith(".jpg")] == []
+    assert not loader.excluded.any()
+    seen = sum(len(labels) for _, labels in loader)
+    assert broken in _all(opened)  # checked again when its batch was handed over
+    assert loader.excluded.sum() == 1 and loader.excluded[loader.index.paths.index(broken)]
+    assert seen == 17
+
+
+def test_loader_without_file_watch_stats_every_file_against_the_manifest(folder, opened, tmp_path):
+    """With watch_files=False nothing would look at a file later: the start compares each
+    file's size and mtime with the manifest and checks the changed one again."""
+    TrainLoader(folder, 4, 32, device="cpu", manifest=tmp_path / "m")
+    changed = os.path.join(folder, "ant", sorted(os.listdir(os.path.join(folder, "ant")))[0])
+    with open(changed, "ab") as f:
+        f.write(b"\0")
+    opened.clear()
+    TrainLoader(folder, 4, 32, device="cpu", manifest=tmp_path / "m", watch_files=False)
+    assert _all(opened) == [changed]
