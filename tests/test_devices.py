@@ -32,6 +32,34 @@ def test_heads_to_torch_copies_only_the_heads_into_torch_memory_as_channels_last
     np.testing.assert_array_equal(got.numpy(), batch[:2].transpose(0, 3, 1, 2))
 
 
+def test_zero_copy_shares_dalis_buffer_only_when_every_sample_is_a_head():
+    batch = np.arange(4 * 5 * 4 * 3, dtype=np.float32).reshape(4, 5, 4, 3)
+    out = TensorListCPU(batch.copy())
+    shared = heads_to_torch(out, 4, torch.device("cpu"), zero_copy=True)
+    assert shared.data_ptr() == out.as_tensor().data_ptr()
+    assert shared.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(shared.numpy(), batch.transpose(0, 3, 1, 2))
+    heads = heads_to_torch(out, 2, torch.device("cpu"), zero_copy=True)  # composites: copied
+    assert heads.data_ptr() != out.as_tensor().data_ptr()
+    assert heads.untyped_storage().nbytes() == 2 * 5 * 4 * 3 * 4
+
+
+def test_unmixed_batches_are_dalis_memory_and_survive_later_steps_and_epochs(colour_folder):
+    """Without mixing the CPU loader hands out DALI's output buffers (no copy, as DALI's own
+    iterator does on its dynamic executor): a batch kept by the caller must not change
+    while DALI runs later iterations and later epochs."""
+    loader = TrainLoader(colour_folder, batch_size=4, image_size=32, seed=0, threads=1, device="cpu")
+    kept, first_seen = [], []
+    for _ in range(2):
+        for images, labels in loader:
+            kept.append(images)
+            first_seen.append(images.clone())
+    assert loader._pipe.exec_dynamic
+    assert len({int(t.data_ptr()) for t in kept}) == len(kept)  # a buffer of its own each
+    for images, before in zip(kept, first_seen):
+        torch.testing.assert_close(images, before, rtol=0, atol=0)
+
+
 def test_mixed_batches_hold_only_their_composites_and_survive_later_steps(colour_folder):
     mix = MixConfig(enabled=True, k=4, fraction=0.8, selection="random", warmup_epochs=0,
                     final_full_fraction=0.0, gamma=0.0, self_correct=False)
