@@ -182,6 +182,15 @@ class TrainLoader(_FolderAttributes):
     Under torch.distributed, each rank iterates a disjoint shard with the same number of
     batches. Call `record(batch, per_constituent_losses)` each step when mixing.
 
+    Augmentations (augment.py), per image at its tile size, before the tiles are pasted:
+    `auto_augment` ("autoaugment" | "randaugment" with `rand_n`, `rand_m` | "trivialaugment"),
+    `color_jitter` [b, c, s, h], random erasing (`erase_prob`, `erase_scale`, `erase_ratio`,
+    `erase_value`) and `augment`, a hook for one's own DALI operators: a function called once
+    when the graph is built, with each image as a DALI DataNode (uint8, HWC, 3 channels, the
+    tile's size, on the graph's device: "gpu" or "cpu", `node.device`), which returns a DataNode
+    of the same dtype, layout, shape and device (the paste anchors were laid out for that
+    shape). It runs after the policy and the colour jitter, before flip and normalisation.
+
     Bad files: with `validate` every file is checked when the loader is made (about 100k
     files/s from page cache, robust.validate_files) and the bad ones are excluded; with
     `watch_files` each batch's files are stat'ed as DALI takes them (~4 us a file), so one
@@ -197,11 +206,18 @@ class TrainLoader(_FolderAttributes):
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True,
-                 watch_files: bool = True, shuffle: bool = True):
+                 watch_files: bool = True, shuffle: bool = True,
+                 auto_augment: str = "none", rand_n: int = 2, rand_m: int = 9, magnitude_bins: int = 31,
+                 color_jitter=(0.0, 0.0, 0.0, 0.0), erase_prob: float = 0.0, erase_scale=(0.02, 1 / 3),
+                 erase_ratio=(0.3, 1 / 0.3), erase_value: float = 0.0, augment=None):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), device=device,
                                threads=threads, prefetch=prefetch, min_image_size=min_image_size,
-                               resize_ramp=list(resize_ramp))
+                               resize_ramp=list(resize_ramp), auto_augment=auto_augment, rand_n=rand_n,
+                               rand_m=rand_m, magnitude_bins=magnitude_bins, color_jitter=list(color_jitter),
+                               erase_prob=erase_prob, erase_scale=list(erase_scale),
+                               erase_ratio=list(erase_ratio), erase_value=erase_value)
+        self.augment = self.data.augment(augment)  # augment.Augment, or None: the plain graph
         self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
         if min_image_size is not None and self.mix.pastes:
@@ -258,7 +274,11 @@ class TrainLoader(_FolderAttributes):
         return cls(root, d.batch_size, d.image_size, mix=config.mix, seed=config.train.seed,
                    epochs=config.train.epochs, device=d.device, threads=d.threads,
                    drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, prefetch=d.prefetch,
-                   min_image_size=d.min_image_size, resize_ramp=d.resize_ramp, **kwargs)
+                   min_image_size=d.min_image_size, resize_ramp=d.resize_ramp,
+                   auto_augment=d.auto_augment, rand_n=d.rand_n, rand_m=d.rand_m,
+                   magnitude_bins=d.magnitude_bins, color_jitter=d.color_jitter, erase_prob=d.erase_prob,
+                   erase_scale=d.erase_scale, erase_ratio=d.erase_ratio, erase_value=d.erase_value,
+                   **kwargs)
 
     # -- epochs and plans ---------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -477,6 +497,7 @@ class TrainLoader(_FolderAttributes):
         size = d.image_size_at(self.epoch, self.controller.epochs)
         pipe = train_pipeline(
             source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
+            augment=self.augment, enable_conditionals=self.augment is not None and self.augment.conditionals,
             batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
             num_threads=d.resolved_threads(), device_id=self.device_id,
             seed=int(np.random.SeedSequence([self.seed, self.rank]).generate_state(1)[0] % 2**31),
@@ -554,6 +575,10 @@ class ValLoader(_FolderAttributes):
     """Validation: resize the shorter side, center crop, normalise; sharded, no padding
     duplicates (the reader's padded samples are dropped), `(images, labels)` batches.
 
+    The shorter side becomes `resize` (torchvision's 256 for 224: round(image_size * 256 / 224)
+    when neither is given) or, with `crop_pct` (timm), floor(image_size / crop_pct); giving both
+    is an error unless they agree.
+
     Rank r of W reads the contiguous slice [N r / W, N (r + 1) / W) of the files, the same
     slice every epoch (its own file list: DALI's sharded reader would move each rank to the
     next shard every epoch). Bad files: the slice is checked when the loader is made (same
@@ -564,12 +589,12 @@ class ValLoader(_FolderAttributes):
     """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, resize: int | None = None,
-                 *, device: str = "auto", threads: int = 0, classes=None,
+                 *, crop_pct: float | None = None, device: str = "auto", threads: int = 0, classes=None,
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, val_resize=resize,
-                               device=device, threads=threads)
+                               crop_pct=crop_pct, device=device, threads=threads)
         classes = getattr(classes, "classes", classes)  # a TrainLoader (or ImageFolder) works too
         if isinstance(root, ImageFolderIndex):
             self.index = root
