@@ -17,8 +17,8 @@ In the order they apply (each only when asked for):
    rectangle of area fraction ~ U(erase_scale) and aspect ratio h/w log-uniform in
    `erase_ratio` at a uniform position is filled with `erase_value`. It comes after
    normalisation, as in timm and torchvision, so `erase_value = 0` is the dataset's mean
-   colour (timm's mode "const"). A rectangle that does not fit keeps its aspect ratio and
-   shrinks until it does (timm and torchvision instead redraw up to 10 times, then skip).
+   colour (timm's mode "const"). As there, a draw that does not fit is drawn again, up to
+   10 times, and nothing is erased when none fits.
 
 Everything here draws from DALI's own RNG (the pipeline's seed), unlike crop windows and
 flips, which come from the host's plan: a resumed run decodes the same crops but draws
@@ -110,20 +110,36 @@ def after_normalise(images, aug: Augment, tile_hw):
                     normalized_shape=True, fill_value=float(aug.erase_value))
 
 
+ERASE_ATTEMPTS = 10  # timm's and torchvision's RandomErasing: up to 10 draws, then no erasing
+
+
 def erase_window(aug: Augment, tile_hw):
-    """Relative (anchor, shape), (y, x) each, of every image's erased rectangle; shape 0
-    where the coin (probability erase_prob) says no. Area a ~ U(scale), r = h / w
-    log-uniform: h = sqrt(a r W / H), w = sqrt(a H / (r W)) as fractions of the tile."""
-    area = fn.random.uniform(range=list(aug.erase_scale))
-    r = dmath.exp(fn.random.uniform(range=[math.log(aug.erase_ratio[0]), math.log(aug.erase_ratio[1])]))
+    """Relative (anchor, shape), (y, x) each, of every image's erased rectangle, as timm and
+    torchvision draw it: area a ~ U(scale), r = h / w log-uniform in ratio, so h = sqrt(a r W / H)
+    and w = sqrt(a H / (r W)) as fractions of the tile; the first of ERASE_ATTEMPTS draws that
+    fits inside the tile is taken, at a uniform position; shape 0 (nothing erased) when none
+    fits or the coin (probability erase_prob) says no."""
+    n = ERASE_ATTEMPTS
+    area = _uniform(*aug.erase_scale, n)
+    log_r = _uniform(math.log(aug.erase_ratio[0]), math.log(aug.erase_ratio[1]), n)
     if isinstance(tile_hw, (list, tuple)):
         w_over_h = float(tile_hw[1]) / float(tile_hw[0])
     else:
         w_over_h = tile_hw[1] / tile_hw[0]
-    rh = dmath.sqrt(area * r * w_over_h)
-    rw = dmath.sqrt(area / (r * w_over_h))
-    fit = dmath.max(dmath.max(rh, rw), 1.0)
-    on = fn.cast(fn.random.coin_flip(probability=float(aug.erase_prob)), dtype=types.FLOAT)
-    rh, rw = rh / fit, rw / fit
+    rh_all = dmath.sqrt(area * dmath.exp(log_r) * w_over_h)
+    rw_all = dmath.sqrt(area / (dmath.exp(log_r) * w_over_h))
+    found = fn.cast(fn.random.coin_flip(probability=1.0 - float(aug.erase_prob)), dtype=types.FLOAT)
+    done = found  # 1: skip (the coin said no, or an earlier draw fitted)
+    rh = rw = 0.0
+    for i in range(n):
+        take = (1.0 - done) * fn.cast((rh_all[i] < 1.0) & (rw_all[i] < 1.0), dtype=types.FLOAT)
+        rh, rw = rh + take * rh_all[i], rw + take * rw_all[i]
+        done = done + take
     uy, ux = fn.random.uniform(range=[0.0, 1.0]), fn.random.uniform(range=[0.0, 1.0])
-    return fn.stack(uy * (1.0 - rh), ux * (1.0 - rw)), fn.stack(rh * on, rw * on)
+    return fn.stack(uy * (1.0 - rh), ux * (1.0 - rw)), fn.stack(rh, rw)
+
+
+def _uniform(lo: float, hi: float, n: int):
+    """n draws of U(lo, hi) per sample; lo itself when hi == lo (DALI wants hi > lo)."""
+    unit = fn.random.uniform(range=[0.0, 1.0], shape=[n])
+    return lo + (hi - lo) * unit

@@ -100,6 +100,20 @@ def test_random_erasing_probability_area_and_aspect_follow_the_definition(textur
     assert (aspects < 0.85).any() and (aspects > 1.2).any()
 
 
+def test_random_erasing_redraws_and_gives_up_like_timm(textured):
+    """A draw must fit inside the image; up to 10 draws, then nothing is erased (timm,
+    torchvision). h / w in [2, 3] at 90-100% of a square's area never fits: no image is
+    erased even at p = 1; at 40% of the area with h / w in [1/3, 3] a fitting draw comes
+    within 10 (the chance that none does is 0.55^10 < 0.3%): every image is."""
+    def erased(scale, ratio):
+        loader = TrainLoader(textured, batch_size=16, image_size=SIZE, device="cpu", threads=1,
+                             erase_prob=1.0, erase_scale=scale, erase_ratio=ratio, erase_value=50.0)
+        return torch.cat([(images == 50.0).all(1).flatten(1).any(1) for images, _ in loader])
+
+    assert not erased((0.9, 1.0), (2.0, 3.0)).any()
+    assert erased((0.4, 0.4), (1 / 3, 3.0)).float().mean() > 0.95
+
+
 def test_random_erasing_is_per_constituent_inside_each_tile(textured):
     sentinel = 50.0
     mix = MixConfig(enabled=True, k=2, fraction=1.0, warmup_epochs=0, final_full_fraction=0.0)
