@@ -20,9 +20,9 @@ In the order they apply (each only when asked for):
    colour (timm's mode "const"). As there, a draw that does not fit is drawn again, up to
    10 times, and nothing is erased when none fits.
 
-Everything here draws from DALI's own RNG (the pipeline's seed), unlike crop windows and
-flips, which come from the host's plan: a resumed run decodes the same crops but draws
-other augmentations than the uninterrupted run would have.
+Everything here draws from DALI's own RNG, unlike crop windows and flips, which come from
+the host's plan: the loader builds the pipeline anew every epoch, seeded from (seed, rank,
+epoch), so a resumed run draws what the uninterrupted one did.
 """
 
 from __future__ import annotations

@@ -428,9 +428,12 @@ class TrainLoader(_FolderAttributes):
     def _epoch_pipeline(self):
         """This epoch's pipeline: the last epoch's, reset, when it ended cleanly at the same
         image size (rebuilding it every epoch made a 6k-image epoch on an H100 take 3.7 s
-        instead of 1.5 s: the GPU decoder's set-up); else a new one."""
+        instead of 1.5 s: the GPU decoder's set-up); else a new one. With augmentations, a new
+        one every epoch: their draws come from DALI's RNG, seeded from (seed, rank, epoch), so a
+        resumed run draws what the uninterrupted one did."""
         size = self.data.image_size_at(self.epoch, self.controller.epochs)
-        if self._pipe is not None and self._pipe_at_epoch_end and self._pipe_size == size:
+        if (self._pipe is not None and self._pipe_at_epoch_end and self._pipe_size == size
+                and self.augment is None):
             self._pipe.reset()
             return self._pipe
         return self._pipeline()
@@ -489,9 +492,12 @@ class TrainLoader(_FolderAttributes):
         return plan, batches, True
 
     def _pipeline(self):
-        """A new pipeline. The graph draws nothing at random (crop windows and flips come from
-        the host's plan, a function of (seed, epoch, batch)), so a resumed run, a rebuilt
-        pipeline after a bad file and a reused one all decode exactly the same pixels."""
+        """A new pipeline. Without augmentations the graph draws nothing at random (crop windows
+        and flips come from the host's plan, a function of (seed, epoch, batch)), so a resumed
+        run, a rebuilt pipeline after a bad file and a reused one all decode exactly the same
+        pixels. The augmentations' draws are seeded from (seed, rank, epoch): a resumed run
+        draws the same; a pipeline rebuilt mid-epoch after a bad file starts the epoch's draws
+        again."""
         self._pipe = None  # release the last pipeline's buffers first
         d = self.data
         size = d.image_size_at(self.epoch, self.controller.epochs)
@@ -500,7 +506,8 @@ class TrainLoader(_FolderAttributes):
             augment=self.augment, enable_conditionals=self.augment is not None and self.augment.conditionals,
             batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
             num_threads=d.resolved_threads(), device_id=self.device_id,
-            seed=int(np.random.SeedSequence([self.seed, self.rank]).generate_state(1)[0] % 2**31),
+            seed=int(np.random.SeedSequence([self.seed, self.rank] + ([self.epoch] if self.augment else []))
+                     .generate_state(1)[0] % 2**31),
             prefetch_queue_depth=d.prefetch)
         pipe.build()
         self._pipe, self._pipe_size, self._pipe_at_epoch_end = pipe, size, False

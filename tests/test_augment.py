@@ -156,6 +156,33 @@ def test_auto_aug_policies_run_on_the_cpu_path(textured, policy):
     assert changed > 0.5  # most images changed (an op can leave one as it was)
 
 
+def test_a_resumed_epoch_draws_the_same_augmentations(textured):
+    """Seeded from (seed, rank, epoch): epoch 2 of a loader that ran epochs 0 and 1 equals
+    epoch 2 of a new loader set to it (as after --resume); epochs differ from each other."""
+    kw = dict(batch_size=16, image_size=SIZE, device="cpu", threads=1, seed=5, auto_augment="randaugment",
+              color_jitter=(0.3, 0.3, 0.3, 0.05), erase_prob=0.5)
+    running = TrainLoader(textured, **kw)
+    epochs = [torch.cat([images for images, _ in running]) for _ in range(3)]
+    resumed = TrainLoader(textured, **kw)
+    resumed.set_epoch(2)
+    assert torch.equal(torch.cat([images for images, _ in resumed]), epochs[2])
+
+
+def test_each_epoch_draws_new_augmentations(textured):
+    """Same images in the same order every epoch (shuffle off, whole-image crops): each
+    image's brightness factor (its mean over the plain image's, flip-invariant) changes
+    from epoch to epoch."""
+    kw = dict(batch_size=16, image_size=SIZE, device="cpu", threads=1, seed=5, shuffle=False,
+              scale=(1.0, 1.0), ratio=(1.0, 1.0), torch_device="cpu")
+    plain, aug = TrainLoader(textured, **kw), TrainLoader(textured, color_jitter=(0.4, 0, 0, 0), **kw)
+    factors = []
+    for _ in range(2):
+        p = torch.cat([x for x, _ in plain]) * STD + MEAN
+        a = torch.cat([x for x, _ in aug]) * STD + MEAN
+        factors.append(a.mean((1, 2, 3)) / p.mean((1, 2, 3)))
+    assert (factors[0] - factors[1]).abs().mean() > 0.05
+
+
 def test_hook_runs_in_the_graph_on_each_image(textured):
     from nvidia.dali import types
 
@@ -166,7 +193,7 @@ def test_hook_runs_in_the_graph_on_each_image(textured):
         return types.Constant(255, dtype=types.UINT8) - images
 
     plain, inverted = _pixels(textured), _pixels(textured, augment=invert)
-    assert seen == ["cpu"]  # called once, when the graph is built, with the graph's device
+    assert seen == ["cpu"]  # called when the graph is built (each epoch's), with the graph's device
     assert torch.allclose(inverted, 255 - plain, atol=0.01)
 
 
