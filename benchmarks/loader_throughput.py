@@ -349,7 +349,8 @@ def _notes(s: dict) -> str:
         "every pass mixes.",
         f"- RandAugment: TrainLoader(..., auto_augment='randaugment', rand_n={RANDAUG['rand_n']}, "
         f"rand_m={RANDAUG['rand_m']}), DALI's auto_aug on each image after its resize; its ratio to "
-        "'mixing off' is the augmentation's cost.",
+        "'mixing off' is the augmentation's cost. With augmentations the pipeline is built anew "
+        "every pass (their draws are seeded per epoch), and that set-up is in the timed pass.",
         "- Each pass includes what the loader does once per epoch (our TrainLoader plans the epoch and "
         "resets its DALI pipeline, built once); warm-up passes and the first batch are not timed.",
         "- DataLoader workers are persistent; memory is pinned only with a GPU.",
