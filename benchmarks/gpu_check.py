@@ -40,7 +40,7 @@ SIZE = (400, 500)
 # the test files that hold GPU tests (explicit: test_controller, test_layout and test_region_pool
 # import hypothesis, which the GPU machine lacks)
 GPU_TEST_FILES = ["tests/test_gpu_path.py", "tests/test_loader.py", "tests/test_robust.py",
-                  "tests/test_composite.py", "tests/test_devices.py"]
+                  "tests/test_composite.py", "tests/test_devices.py", "tests/test_augment.py"]
 LIMIT_S = {"data": 45, "tests": 170, "loader": 90, "speedup": 150}  # 455 s together
 
 

@@ -10,6 +10,8 @@ Same JPEGs (ImageNet-like size and compression), same output (RandomResizedCrop 
   mixtrain_off  our TrainLoader, mixing off
   mixtrain_k4   our TrainLoader, k=4 and half of the samples mixed (every epoch mixes):
                 source images and composites (model inputs) are counted separately
+  mixtrain_randaug  our TrainLoader, mixing off, with RandAugment (n=2, m=9 of 31 bins)
+                in the graph (DALI's auto_aug), the cost of a modern recipe's augmentation
 
 Each repeat is one pass over the data, timed end to end (with torch.cuda.synchronize() on a
 GPU); warm-up passes are excluded; the median of the repeats is reported. Every batch is
@@ -36,7 +38,9 @@ VARIANTS = {
     "dali_plain": "DALI readers.file (NVIDIA RN50 example)",
     "mixtrain_off": "MixTrain TrainLoader, mixing off",
     "mixtrain_k4": "MixTrain TrainLoader, k=4, f=0.5",
+    "mixtrain_randaug": "MixTrain TrainLoader, mixing off, RandAugment n=2 m=9",
 }
+RANDAUG = {"auto_augment": "randaugment", "rand_n": 2, "rand_m": 9}
 FULL = {"cpu": {"n": 2048, "repeats": 5}, "gpu": {"n": 16384, "repeats": 5}}
 QUICK = {"n": 128, "size": [112, 128], "image_size": 64, "batch_size": 16, "repeats": 3, "warmup": 1}
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -167,14 +171,14 @@ def _dali_plain(root, s, dev):
     return epoch, lambda: None
 
 
-def _mixtrain(root, s, dev, mixing: bool):
+def _mixtrain(root, s, dev, mixing: bool, augment: dict | None = None):
     from mixtrain_dali.config import MixConfig
     from mixtrain_dali.loader import MixBatch, TrainLoader
 
     mix = MixConfig(enabled=True, **s["mix"]) if mixing else None
     loader = TrainLoader(root, batch_size=s["batch_size"], image_size=s["image_size"], mix=mix,
                          seed=0, device="gpu" if dev.type == "cuda" else "cpu",
-                         threads=s["dali_threads"], scale=SCALE, ratio=RATIO)
+                         threads=s["dali_threads"], scale=SCALE, ratio=RATIO, **(augment or {}))
     if mixing:
         loader.losses[:-1] = 1.0  # every sample "seen": the first epoch already mixes
 
@@ -191,7 +195,8 @@ def _mixtrain(root, s, dev, mixing: bool):
 
 LOADERS = {"torchvision": _torchvision, "dali_plain": _dali_plain,
            "mixtrain_off": lambda r, s, d: _mixtrain(r, s, d, False),
-           "mixtrain_k4": lambda r, s, d: _mixtrain(r, s, d, True)}
+           "mixtrain_k4": lambda r, s, d: _mixtrain(r, s, d, True),
+           "mixtrain_randaug": lambda r, s, d: _mixtrain(r, s, d, False, RANDAUG)}
 
 
 def _check_batch(name, images, dev, s):
@@ -284,6 +289,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     ref = variants.get("torchvision")
     for v in variants.values():
         v["vs_torchvision"] = v["images_per_s"] / ref["images_per_s"] if ref else None
+    if "mixtrain_randaug" in variants and "mixtrain_off" in variants:  # the augmentation's cost
+        aug = variants["mixtrain_randaug"]
+        aug["vs_mixtrain_off"] = aug["images_per_s"] / variants["mixtrain_off"]["images_per_s"]
 
     result = {"benchmark": NAME, "title": "Loader throughput", "date": when, "command": command,
               "argv": argv, "process_command": " ".join(sys.argv), "machine": machine,
@@ -293,6 +301,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         f"{VARIANTS[k]} {v['images_per_s']:.0f}"
         + (f" ({v['vs_torchvision']:.2f}x)" if ref and k != "torchvision" else "")
         for k, v in variants.items())
+    if "vs_mixtrain_off" in variants.get("mixtrain_randaug", {}):
+        summary += f"; RandAugment {variants['mixtrain_randaug']['vs_mixtrain_off']:.2f}x mixing off"
     md = common.header(
         f"Loader throughput, {device.upper()}" + (" (quick)" if s["quick"] else ""),
         f"images/s delivered to the training device ({device}), median of {s['repeats']} passes over "
@@ -337,6 +347,10 @@ def _notes(s: dict) -> str:
         f"- MixTrain k=4: MixConfig(enabled=True, k={m['k']}, fraction={m['fraction']}, selection="
         f"{m['selection']!r}, warmup_epochs=0, final_full_fraction=0, gamma=0, self_correct=False); "
         "every pass mixes.",
+        f"- RandAugment: TrainLoader(..., auto_augment='randaugment', rand_n={RANDAUG['rand_n']}, "
+        f"rand_m={RANDAUG['rand_m']}), DALI's auto_aug on each image after its resize; its ratio to "
+        "'mixing off' is the augmentation's cost. With augmentations the pipeline is built anew "
+        "every pass (their draws are seeded per epoch), and that set-up is in the timed pass.",
         "- Each pass includes what the loader does once per epoch (our TrainLoader plans the epoch and "
         "resets its DALI pipeline, built once); warm-up passes and the first batch are not timed.",
         "- DataLoader workers are persistent; memory is pinned only with a GPU.",

@@ -22,6 +22,7 @@ _EXPORTS = {
     "TrainLoader": "loader", "ValLoader": "loader", "MixBatch": "loader",
     "region_pool": "nn", "adapt_model": "nn", "build_model": "nn", "mix_loss": "nn",
     "RegionPoolModel": "nn", "SoftTargetModel": "nn",
+    "Mixup": "mixup", "soft_cross_entropy": "mixup",
     "UserError": "errors",
 }
 

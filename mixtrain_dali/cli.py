@@ -74,6 +74,28 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="skip the up-front check of every image file (header and end marker; "
                         "remembered between runs in a manifest, so only new or changed files are "
                         "checked again): for data known to be good; a bad file is still caught mid-epoch")
+    a = p.add_argument_group("augmentation (per image in the DALI graph; mixup/cutmix per batch in torch)")
+    a.add_argument("--auto-augment", choices=["none", "autoaugment", "randaugment", "trivialaugment"],
+                   help="DALI auto_aug policy (autoaugment: the ImageNet policy; trivialaugment: wide); "
+                        + _recipe("data", "auto_augment"))
+    a.add_argument("--rand-n", type=int, help="randaugment: operations per image; " + _recipe("data", "rand_n"))
+    a.add_argument("--rand-m", type=int, help="randaugment: magnitude bin, 0..magnitude_bins-1 (torchvision's "
+                                              "m; timm's rand-mX is bin 3X of 31); " + _recipe("data", "rand_m"))
+    a.add_argument("--color-jitter", type=float, nargs="+", metavar="X",
+                   help="B C S H (brightness, contrast, saturation, hue, torchvision's ranges), or one value "
+                        "for B = C = S (timm's --color-jitter); " + _recipe("data", "color_jitter", "0 0 0 0"))
+    a.add_argument("--erase-prob", type=float, help="random erasing probability per image (timm's --reprob); "
+                                                    + _recipe("data", "erase_prob"))
+    a.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help="mixup Beta(alpha, alpha), 0 = off; not with --mix-k > 1; " + _recipe("data", "mixup_alpha"))
+    a.add_argument("--cutmix", type=float, metavar="ALPHA",
+                   help="cutmix Beta(alpha, alpha), 0 = off; not with --mix-k > 1; " + _recipe("data", "cutmix_alpha"))
+    a.add_argument("--mixup-prob", type=float, help="probability a batch is mixed; " + _recipe("data", "mixup_prob"))
+    a.add_argument("--mixup-switch-prob", type=float, help="with both on: probability of cutmix; "
+                                                           + _recipe("data", "mixup_switch_prob"))
+    a.add_argument("--crop-pct", type=float, help="val: resize the shorter side to image_size / crop_pct, centre "
+                                                  "crop (timm); " + _recipe("data", "crop_pct",
+                                                                            "none: 256/224 (0.875)"))
     g = p.add_argument_group("mixing (MixTrain)")
     g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off; "
                                              + _recipe("mix", "k", "off"))
@@ -117,9 +139,18 @@ def _config_from_args(args):
            "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
+    jitter = args.color_jitter
+    if jitter is not None and len(jitter) not in (1, 4):
+        raise UserError(f"--color-jitter takes 1 value (brightness = contrast = saturation) or 4 "
+                        f"(B C S H), got {len(jitter)}")
+    if jitter is not None and len(jitter) == 1:
+        jitter = [jitter[0]] * 3 + [0.0]
     overrides = {
         "data": {"batch_size": args.batch_size, "image_size": args.image_size, "device": args.device,
-                 "threads": args.threads},
+                 "threads": args.threads, "auto_augment": args.auto_augment, "rand_n": args.rand_n,
+                 "rand_m": args.rand_m, "color_jitter": jitter, "erase_prob": args.erase_prob,
+                 "mixup_alpha": args.mixup, "cutmix_alpha": args.cutmix, "mixup_prob": args.mixup_prob,
+                 "mixup_switch_prob": args.mixup_switch_prob, "crop_pct": args.crop_pct},
         "train": {"arch": args.arch, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "out": args.out},
         "mix": mix,
     }

@@ -27,6 +27,27 @@ def _check(cond: bool, message: str) -> None:
         raise UserError(message)
 
 
+AUTO_AUGMENT = ("none", "autoaugment", "randaugment", "trivialaugment")
+
+
+def check_augment(policy, rand_n, rand_m, magnitude_bins, color_jitter, erase_prob, erase_scale,
+                  erase_ratio) -> None:
+    """The checks of the per-image augmentations (DataConfig, augment.Augment)."""
+    _check(policy in AUTO_AUGMENT, f"auto_augment={policy!r}; valid: {', '.join(AUTO_AUGMENT)}")
+    _check(magnitude_bins >= 2, f"magnitude_bins={magnitude_bins} must be >= 2")
+    _check(rand_n >= 1, f"rand_n={rand_n} must be >= 1 (operations per image)")
+    _check(0 <= rand_m < magnitude_bins, f"rand_m={rand_m} is outside [0, {magnitude_bins - 1}] "
+                                         f"(a magnitude bin of magnitude_bins={magnitude_bins})")
+    _check(len(color_jitter) == 4 and all(x >= 0 for x in color_jitter) and color_jitter[3] <= 0.5,
+           f"color_jitter={list(color_jitter)} must be [brightness, contrast, saturation, hue], "
+           "each >= 0, hue <= 0.5")
+    _check(0 <= erase_prob <= 1, f"erase_prob={erase_prob} is outside [0, 1]")
+    _check(len(erase_scale) == 2 and 0 < erase_scale[0] <= erase_scale[1] <= 1,
+           f"erase_scale={list(erase_scale)} must be [lo, hi] with 0 < lo <= hi <= 1")
+    _check(len(erase_ratio) == 2 and 0 < erase_ratio[0] <= erase_ratio[1],
+           f"erase_ratio={list(erase_ratio)} must be [lo, hi] with 0 < lo <= hi")
+
+
 @dataclass
 class DataConfig:
     image_size: int = 224            # train crop and canvas side
@@ -41,6 +62,24 @@ class DataConfig:
     min_image_size: int | None = None  # progressive resizing (FFCV-style): train crop starts here ...
     resize_ramp: list[float] = field(default_factory=lambda: [0.0, 0.75])  # ... and grows to image_size
                                      # linearly between these fractions of the epochs
+    crop_pct: float | None = None    # val: resize the shorter side to image_size / crop_pct (timm);
+                                     # None = val_resize's 256/224 (crop_pct 0.875)
+    # per-image augmentations in the DALI graph, at each image's tile size (augment.py)
+    auto_augment: str = "none"       # none | autoaugment (ImageNet policy) | randaugment | trivialaugment
+    rand_n: int = 2                  # randaugment: operations per image ...
+    rand_m: int = 9                  # ... at magnitude bin m of magnitude_bins (torchvision's m)
+    magnitude_bins: int = 31         # randaugment / trivialaugment magnitude bins
+    color_jitter: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # brightness,
+                                     # contrast, saturation, hue (torchvision ColorJitter ranges)
+    erase_prob: float = 0.0          # random erasing probability per image (timm's re_prob) ...
+    erase_scale: list[float] = field(default_factory=lambda: [0.02, 1 / 3])  # ... area fraction
+    erase_ratio: list[float] = field(default_factory=lambda: [0.3, 1 / 0.3])  # ... aspect h / w
+    erase_value: float = 0.0         # ... fill, after normalisation (0 = the mean colour)
+    # batch-level label mixing in the training loop (mixup.py; refused with MixTrain's pastes)
+    mixup_alpha: float = 0.0         # mixup lambda ~ Beta(alpha, alpha); 0 = off
+    cutmix_alpha: float = 0.0        # cutmix lambda ~ Beta(alpha, alpha); 0 = off
+    mixup_prob: float = 1.0          # probability a batch is mixed up / cut-mixed
+    mixup_switch_prob: float = 0.5   # with both on: probability of cutmix instead of mixup
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 16, f"image_size={self.image_size} is too small; use >= 16")
@@ -57,10 +96,53 @@ class DataConfig:
                    f"min_image_size={self.min_image_size} must be in [16, image_size={self.image_size}]")
         _check(len(self.resize_ramp) == 2 and 0 <= self.resize_ramp[0] <= self.resize_ramp[1] <= 1,
                f"resize_ramp={self.resize_ramp} must be [start, end] with 0 <= start <= end <= 1")
+        if self.crop_pct is not None:
+            _check(0 < self.crop_pct <= 1, f"crop_pct={self.crop_pct} is outside (0, 1]")
+            from_pct = math.floor(self.image_size / self.crop_pct)  # timm's scale_size
+            _check(self.val_resize is None or self.val_resize == from_pct,
+                   f"val_resize={self.val_resize} and crop_pct={self.crop_pct} disagree (image_size "
+                   f"{self.image_size} / crop_pct = {from_pct}): give one of them")
+            self.val_resize = from_pct
         if self.val_resize is None:
             self.val_resize = int(round(self.image_size * 256 / 224))
-        _check(self.val_resize >= self.image_size,
-               f"val_resize={self.val_resize} must be >= image_size={self.image_size}")
+        check_augment(self.auto_augment, self.rand_n, self.rand_m, self.magnitude_bins, self.color_jitter,
+                      self.erase_prob, self.erase_scale, self.erase_ratio)
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            _check(getattr(self, name) >= 0, f"{name}={getattr(self, name)} must be >= 0 (0 = off)")
+        for name in ("mixup_prob", "mixup_switch_prob"):
+            _check(0 <= getattr(self, name) <= 1, f"{name}={getattr(self, name)} is outside [0, 1]")
+
+    @property
+    def mixes_labels(self) -> bool:
+        """Whether the training loop applies mixup or cutmix (mixup.Mixup)."""
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
+
+    def augment(self, hook=None):
+        """The per-image augmentations as the graph takes them (augment.Augment), or None
+        when there are none (the graph is then the plain one)."""
+        from .augment import Augment
+
+        if (hook is None and self.auto_augment == "none" and not any(self.color_jitter)
+                and self.erase_prob == 0):
+            return None
+        return Augment(self.auto_augment, self.rand_n, self.rand_m, self.magnitude_bins,
+                       tuple(self.color_jitter), self.erase_prob, tuple(self.erase_scale),
+                       tuple(self.erase_ratio), self.erase_value, hook)
+
+    def describe_augment(self) -> str:
+        """The augmentations in words for the start-up summary; "" when there are none."""
+        parts = []
+        if self.auto_augment == "randaugment":
+            parts.append(f"randaugment n={self.rand_n} m={self.rand_m}/{self.magnitude_bins - 1}")
+        elif self.auto_augment != "none":
+            parts.append(self.auto_augment)
+        if any(self.color_jitter):
+            parts.append("colour jitter " + " ".join(f"{n}={x:g}" for n, x in zip("bcsh", self.color_jitter) if x))
+        if self.erase_prob:
+            parts.append(f"random erasing p={self.erase_prob:g}")
+        if self.mixes_labels:
+            parts.append(f"mixup {self.mixup_alpha:g} / cutmix {self.cutmix_alpha:g} (p={self.mixup_prob:g})")
+        return ", ".join(parts)
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, min(os.cpu_count() or 1, 8))
@@ -212,6 +294,13 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(not (self.data.mixes_labels and self.mix.pastes),
+               f"mixup_alpha={self.data.mixup_alpha} / cutmix_alpha={self.data.cutmix_alpha} cannot be "
+               f"combined with MixTrain mixing (k={self.mix.k}): a composite's constituents each have "
+               "their own label and loss, and a blended or pasted-in partner image would cross the "
+               "tile borders; turn mixing off (or use method = \"prune\"), or set both alphas to 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -222,12 +222,21 @@ class TrainLoader(_FolderAttributes):
     Under torch.distributed, each rank iterates a disjoint shard with the same number of
     batches. Call `record(batch, per_constituent_losses)` each step when mixing.
 
+    Augmentations (augment.py), per image at its tile size, before the tiles are pasted:
+    `auto_augment` ("autoaugment" | "randaugment" with `rand_n`, `rand_m` | "trivialaugment"),
+    `color_jitter` [b, c, s, h], random erasing (`erase_prob`, `erase_scale`, `erase_ratio`,
+    `erase_value`) and `augment`, a hook for one's own DALI operators: a function called once
+    when the graph is built, with each image as a DALI DataNode (uint8, HWC, 3 channels, the
+    tile's size, on the graph's device: "gpu" or "cpu", `node.device`), which returns a DataNode
+    of the same dtype, layout, shape and device (the paste anchors were laid out for that
+    shape). It runs after the policy and the colour jitter, before flip and normalisation.
+
     Bad files: with `validate` every file is checked when the loader is made
     (robust.check_index: under torch.distributed each rank checks 1/world of the files and
     the verdicts are shared) and the bad ones are excluded; `manifest` remembers the verdicts
-    with each file's size and mtime, so a later start checks only new and changed files
-    (True: next to the split, or in ~/.cache/mixtrain when that is read-only; a folder: there;
-    False: none; manifest.py). `validate=False` skips the check (and the manifest): the
+    with each file's size and mtime, so a later start checks only new files, and the file
+    watch catches the ones changed since (True: next to the split, or in ~/.cache/mixtrain
+    when that is read-only; a folder: there; False: none; manifest.py). `validate=False` skips the check (and the manifest): the
     start-up is then the directory listing alone. With `watch_files` each batch's files are
     stat'ed as DALI takes them (~4 us a file), so one that vanished or changed since is
     caught before it is decoded. `bad_files` is the `bad_files.txt` that lists them (each
@@ -243,11 +252,18 @@ class TrainLoader(_FolderAttributes):
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True,
                  watch_files: bool = True, shuffle: bool = True,
-                 manifest: bool | str | os.PathLike = True):
+                 manifest: bool | str | os.PathLike = True,
+                 auto_augment: str = "none", rand_n: int = 2, rand_m: int = 9, magnitude_bins: int = 31,
+                 color_jitter=(0.0, 0.0, 0.0, 0.0), erase_prob: float = 0.0, erase_scale=(0.02, 1 / 3),
+                 erase_ratio=(0.3, 1 / 0.3), erase_value: float = 0.0, augment=None):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), device=device,
                                threads=threads, prefetch=prefetch, min_image_size=min_image_size,
-                               resize_ramp=list(resize_ramp))
+                               resize_ramp=list(resize_ramp), auto_augment=auto_augment, rand_n=rand_n,
+                               rand_m=rand_m, magnitude_bins=magnitude_bins, color_jitter=list(color_jitter),
+                               erase_prob=erase_prob, erase_scale=list(erase_scale),
+                               erase_ratio=list(erase_ratio), erase_value=erase_value)
+        self.augment = self.data.augment(augment)  # augment.Augment, or None: the plain graph
         self.index = _scan(root, validate, manifest, watch_files)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
         if min_image_size is not None and self.mix.pastes:
@@ -303,7 +319,11 @@ class TrainLoader(_FolderAttributes):
         return cls(root, d.batch_size, d.image_size, mix=config.mix, seed=config.train.seed,
                    epochs=config.train.epochs, device=d.device, threads=d.threads,
                    drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, prefetch=d.prefetch,
-                   min_image_size=d.min_image_size, resize_ramp=d.resize_ramp, **kwargs)
+                   min_image_size=d.min_image_size, resize_ramp=d.resize_ramp,
+                   auto_augment=d.auto_augment, rand_n=d.rand_n, rand_m=d.rand_m,
+                   magnitude_bins=d.magnitude_bins, color_jitter=d.color_jitter, erase_prob=d.erase_prob,
+                   erase_scale=d.erase_scale, erase_ratio=d.erase_ratio, erase_value=d.erase_value,
+                   **kwargs)
 
     # -- epochs and plans ---------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -453,9 +473,12 @@ class TrainLoader(_FolderAttributes):
     def _epoch_pipeline(self):
         """This epoch's pipeline: the last epoch's, reset, when it ended cleanly at the same
         image size (rebuilding it every epoch made a 6k-image epoch on an H100 take 3.7 s
-        instead of 1.5 s: the GPU decoder's set-up); else a new one."""
+        instead of 1.5 s: the GPU decoder's set-up); else a new one. With augmentations, a new
+        one every epoch: their draws come from DALI's RNG, seeded from (seed, rank, epoch), so a
+        resumed run draws what the uninterrupted one did."""
         size = self.data.image_size_at(self.epoch, self.controller.epochs)
-        if self._pipe is not None and self._pipe_at_epoch_end and self._pipe_size == size:
+        if (self._pipe is not None and self._pipe_at_epoch_end and self._pipe_size == size
+                and self.augment is None):
             self._pipe.reset()
             return self._pipe
         return self._pipeline()
@@ -514,17 +537,22 @@ class TrainLoader(_FolderAttributes):
         return plan, batches, True
 
     def _pipeline(self):
-        """A new pipeline. The graph draws nothing at random (crop windows and flips come from
-        the host's plan, a function of (seed, epoch, batch)), so a resumed run, a rebuilt
-        pipeline after a bad file and a reused one all decode exactly the same pixels."""
+        """A new pipeline. Without augmentations the graph draws nothing at random (crop windows
+        and flips come from the host's plan, a function of (seed, epoch, batch)), so a resumed
+        run, a rebuilt pipeline after a bad file and a reused one all decode exactly the same
+        pixels. The augmentations' draws are seeded from (seed, rank, epoch): a resumed run
+        draws the same; a pipeline rebuilt mid-epoch after a bad file starts the epoch's draws
+        again."""
         self._pipe = None  # release the last pipeline's buffers first
         d = self.data
         size = d.image_size_at(self.epoch, self.controller.epochs)
         pipe = train_pipeline(
             source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
+            augment=self.augment, enable_conditionals=self.augment is not None and self.augment.conditionals,
             batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
             num_threads=d.resolved_threads(), device_id=self.device_id,
-            seed=int(np.random.SeedSequence([self.seed, self.rank]).generate_state(1)[0] % 2**31),
+            seed=int(np.random.SeedSequence([self.seed, self.rank] + ([self.epoch] if self.augment else []))
+                     .generate_state(1)[0] % 2**31),
             prefetch_queue_depth=d.prefetch)
         pipe.build()
         self._pipe, self._pipe_size, self._pipe_at_epoch_end = pipe, size, False
@@ -600,6 +628,10 @@ class ValLoader(_FolderAttributes):
     """Validation: resize the shorter side, center crop, normalise; sharded, no padding
     duplicates (the reader's padded samples are dropped), `(images, labels)` batches.
 
+    The shorter side becomes `resize` (torchvision's 256 for 224: round(image_size * 256 / 224)
+    when neither is given) or, with `crop_pct` (timm), floor(image_size / crop_pct); giving both
+    is an error unless they agree.
+
     Rank r of W reads the contiguous slice [N r / W, N (r + 1) / W) of the files, the same
     slice every epoch (its own file list: DALI's sharded reader would move each rank to the
     next shard every epoch). Bad files: the slice is checked when the loader is made (same
@@ -610,12 +642,12 @@ class ValLoader(_FolderAttributes):
     """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, resize: int | None = None,
-                 *, device: str = "auto", threads: int = 0, classes=None,
+                 *, crop_pct: float | None = None, device: str = "auto", threads: int = 0, classes=None,
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, val_resize=resize,
-                               device=device, threads=threads)
+                               crop_pct=crop_pct, device=device, threads=threads)
         classes = getattr(classes, "classes", classes)  # a TrainLoader (or ImageFolder) works too
         if isinstance(root, ImageFolderIndex):
             self.index = root

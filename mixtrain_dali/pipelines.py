@@ -2,8 +2,10 @@
 augment, paste, output.
 
 Train: external source (the host's plan and crop windows) -> file read -> decode the slot's
-window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> per-tile flip
-and normalise (one crop_mirror_normalize) -> multi_paste the tiles onto their composites.
+window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> the slot's
+augmentations, if any (augment.py: policy, colour jitter, the user's hook) -> per-tile flip
+and normalise (one crop_mirror_normalize) -> random erasing, if asked -> multi_paste the
+tiles onto their composites.
 Without mixing every tile is the whole canvas and the paste is left out of the graph.
 Val: sharded file reader -> decode -> resize the shorter side -> center crop -> normalise,
 with torchvision's exact sizes and crop offsets.
@@ -20,6 +22,7 @@ import os
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali import math as dmath
 
+from . import augment as _augment
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError
 
@@ -79,7 +82,9 @@ _GPU_DECODER_HINTS = dict(device_memory_padding=211025920, host_memory_padding=1
 
 @pipeline_def(enable_conditionals=False)
 def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_upsampling: bool = False,
-                   decoder_hints: bool = True):
+                   decoder_hints: bool = True, augment: _augment.Augment | None = None):
+    """`augment` (augment.Augment): per-slot augmentations at the tile's size; its policy needs
+    the pipeline made with `enable_conditionals=augment.conditionals`."""
     if mixing:
         paths, flips, windows, tile_hw, paste_ids, anchors = fn.external_source(
             source=source, num_outputs=6, batch=True, parallel=False,
@@ -97,8 +102,12 @@ def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_ups
         encoded, start, shape, axis_names="HW", device="mixed" if device == "gpu" else "cpu",
         output_type=types.RGB, jpeg_fancy_upsampling=fancy_upsampling, **hints)
     images = fn.resize(images, size=tile_hw, antialias=True, interp_type=types.INTERP_LINEAR)
+    if augment is not None:
+        images = _augment.before_normalise(images, augment, tile_hw)
     images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
                                       mean=_MEAN, std=_STD, mirror=flips)
+    if augment is not None:
+        images = _augment.after_normalise(images, augment, tile_hw)
     if mixing:
         images = fn.multi_paste(images, in_ids=paste_ids, out_anchors=anchors,
                                 output_size=[image_size, image_size])

@@ -25,6 +25,7 @@ from .config import Config
 from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
+from .mixup import Mixup, soft_cross_entropy
 from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
 from .pipelines import device_kind
 from .robust import BAD_FILES
@@ -129,13 +130,14 @@ def start_summary(config: Config, loader: TrainLoader, val_loader: ValLoader | N
     bad = int(loader.excluded.sum())
     train = _count(n - bad, "image") + (f" ({bad} bad, left out)" if bad else "")
     val = _count(len(val_loader.index), "image") if val_loader is not None else "none (no val/)"
+    augment = d.describe_augment()
     return "\n".join([
         f"mixtrain: {t.arch} on {where}{ranks}, {epochs}",
         f"  data:   {train} in {_count(len(loader.classes), 'class', 'classes')} ({data / 'train'}); val: {val}",
         f"  steps:  {steps} in epoch {start_epoch + 1}, batch {d.batch_size}"
         + (f" per process ({d.batch_size * world} in all)" if world > 1 else ""),
         f"  mixing: {loader.controller.describe()}",
-    ])
+    ] + ([f"  augment: {augment}"] if augment else []))
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -284,9 +286,14 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
         rows = _read_metrics(out_dir / METRICS, below_epoch=start_epoch)
         _write_metrics(out_dir / METRICS, rows)  # drops lines of epochs the checkpoint lacks
 
+    d = config.data
+    mixup = (Mixup(len(train_index.classes), d.mixup_alpha, d.cutmix_alpha, d.mixup_prob,
+                   d.mixup_switch_prob, t.label_smoothing) if d.mixes_labels else None)
     for epoch in range(start_epoch, t.epochs):
+        if mixup is not None:  # draws from (seed, rank, epoch): a resumed run mixes the same
+            mixup.rng = np.random.default_rng([t.seed, rank, epoch])
         row = _train_epoch(net, loader, optimizer, config, epoch, base_lr, amp, isolate,
-                           progress and rank == 0)
+                           progress and rank == 0, mixup)
         if val_loader is not None:
             row.update(evaluate(model, val_loader, amp, world))
         if rank == 0:
@@ -321,7 +328,7 @@ def restore_rng(ckpt: dict, on_gpu: bool) -> None:
 
 
 def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int,
-                 base_lr: float, amp: bool, isolate: bool, progress: bool) -> dict:
+                 base_lr: float, amp: bool, isolate: bool, progress: bool, mixup: Mixup | None = None) -> dict:
     from tqdm import tqdm
 
     t = config.train
@@ -339,7 +346,14 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            if isinstance(batch, MixBatch):
+            if isinstance(batch, MixBatch) and mixup is not None:  # pruning (no pastes): k = 1
+                images, target = mixup(batch.images, batch.labels[:, 0])
+                logits = net(images, batch.boxes)
+                per = soft_cross_entropy(logits.reshape(len(images), -1), target)[:, None] * batch.mask
+                scaled = per if batch.weights is None else per * batch.weights
+                loss, per = scaled.sum() / batch.mask.sum().clamp_min(1), per.detach()
+                n = batch.n_samples
+            elif isinstance(batch, MixBatch):
                 if isolate:  # the host's copy of the boxes: no device-to-host sync
                     logits = net(batch.images, batch.boxes_host, isolate=True)
                 else:
@@ -349,8 +363,13 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
                 n = batch.n_samples
             else:
                 images, labels = batch
-                logits = net(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
+                if mixup is not None:
+                    images, target = mixup(images, labels)
+                    logits = net(images)
+                    loss = soft_cross_entropy(logits, target).mean()
+                else:
+                    logits = net(images)
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=t.label_smoothing)
                 n = len(labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -135,7 +135,7 @@ def test_train_less_curve_interpolates_between_its_points():
 def test_loader_quick_times_every_loader(tmp_path):
     result = _outputs(_bench(tmp_path, "loader"), "loader_throughput_cpu_quick")
     variants = result["variants"]
-    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", "mixtrain_k4"}
+    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", "mixtrain_k4", "mixtrain_randaug"}
     n = result["settings"]["n"]
     for v in variants.values():
         assert _positive(v["images_per_s"]) and _positive(v["outputs_per_s"])
@@ -144,6 +144,8 @@ def test_loader_quick_times_every_loader(tmp_path):
     mixed = variants["mixtrain_k4"]
     assert mixed["composites"] < n and mixed["mixed_samples"] > 0 and mixed["ideal_speedup"] > 1
     assert variants["mixtrain_off"]["outputs"] == n
+    aug = variants["mixtrain_randaug"]
+    assert aug["vs_mixtrain_off"] == pytest.approx(aug["images_per_s"] / variants["mixtrain_off"]["images_per_s"])
 
 
 @pytest.mark.slow
