@@ -236,8 +236,8 @@ class TrainLoader(_FolderAttributes):
     the verdicts are shared) and the bad ones are excluded; `manifest` remembers the verdicts
     with each file's size and mtime, so a later start checks only new files, and the file
     watch catches the ones changed since (True: next to the split, or in ~/.cache/mixtrain
-    when that is read-only; a folder: there; False: none; manifest.py). `validate=False` skips the check (and the manifest): the
-    start-up is then the directory listing alone. With `watch_files` each batch's files are
+    when that is read-only; a folder: there; False: none; manifest.py). `validate=False`
+    skips the check (and the manifest): the start-up is then the directory listing alone. With `watch_files` each batch's files are
     stat'ed as DALI takes them (~4 us a file), so one that vanished or changed since is
     caught before it is decoded. `bad_files` is the `bad_files.txt` that lists them (each
     file once, also across resumes).
