@@ -27,7 +27,9 @@ epoch), so a resumed run draws what the uninterrupted one did.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -86,6 +88,25 @@ def before_normalise(images, aug: Augment, tile_hw):
     if aug.hook is not None:
         images = aug.hook(images)
     return images
+
+
+@contextlib.contextmanager
+def quiet_dali_deprecations():
+    """DALI 2.4's own auto_aug still calls fn.experimental.equalize/filter, deprecated by DALI
+    itself: without this, warnings at every graph trace (every epoch with augmentations) that
+    the user can do nothing about. DALI resets the warning filters around its own warning, so
+    they are dropped where they would be shown; any other warning is shown as usual."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if issubclass(category, DeprecationWarning) and "fn.experimental." in text and "now deprecated" in text:
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _policy(images, aug: Augment, tile_hw):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .augment import quiet_dali_deprecations
 from .config import Config, DataConfig, MixConfig
 from .controller import MixController
 from .crops import CropPlanner
@@ -546,15 +547,17 @@ class TrainLoader(_FolderAttributes):
         self._pipe = None  # release the last pipeline's buffers first
         d = self.data
         size = d.image_size_at(self.epoch, self.controller.epochs)
-        pipe = train_pipeline(
-            source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
-            augment=self.augment, enable_conditionals=self.augment is not None and self.augment.conditionals,
-            batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
-            num_threads=d.resolved_threads(), device_id=self.device_id,
-            seed=int(np.random.SeedSequence([self.seed, self.rank] + ([self.epoch] if self.augment else []))
-                     .generate_state(1)[0] % 2**31),
-            prefetch_queue_depth=d.prefetch)
-        pipe.build()
+        with quiet_dali_deprecations():  # the graph is traced when the pipeline is made
+            pipe = train_pipeline(
+                source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
+                augment=self.augment,
+                enable_conditionals=self.augment is not None and self.augment.conditionals,
+                batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
+                num_threads=d.resolved_threads(), device_id=self.device_id,
+                seed=int(np.random.SeedSequence([self.seed, self.rank] + ([self.epoch] if self.augment else []))
+                         .generate_state(1)[0] % 2**31),
+                prefetch_queue_depth=d.prefetch)
+            pipe.build()
         self._pipe, self._pipe_size, self._pipe_at_epoch_end = pipe, size, False
         return pipe
 

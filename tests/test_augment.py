@@ -156,6 +156,20 @@ def test_auto_aug_policies_run_on_the_cpu_path(textured, policy):
     assert changed > 0.5  # most images changed (an op can leave one as it was)
 
 
+def test_dalis_own_deprecation_warnings_from_auto_aug_are_not_shown(textured):
+    """DALI 2.4's auto_aug calls its own deprecated fn.experimental aliases; the user sees
+    none of it (other warnings still show)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _pixels(textured, auto_augment="autoaugment")
+        warnings.warn("another warning", DeprecationWarning)
+    texts = [str(w.message) for w in caught]
+    assert not [t for t in texts if "fn.experimental." in t], texts
+    assert "another warning" in texts
+
+
 def test_a_resumed_epoch_draws_the_same_augmentations(textured):
     """Seeded from (seed, rank, epoch): epoch 2 of a loader that ran epochs 0 and 1 equals
     epoch 2 of a new loader set to it (as after --resume); epochs differ from each other."""
