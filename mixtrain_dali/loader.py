@@ -295,8 +295,11 @@ class TrainLoader(_FolderAttributes):
         self._warned_no_record = False
         self.bad_files = BadFileLog(bad_files)
         watch = None
+        # what the start-up check did: files checked now, and the manifest that keeps the verdicts
+        self.file_check: dict | None = None
         if validate:
             bad, watch = _check_index(self.index, self.rank, self.world_size, manifest, watch_files)
+            self.file_check = {"checked": watch.checked, "manifest": _manifest_where(self.index.root, manifest)}
             self._exclude(bad, write=self.rank == 0)  # every rank has the same verdicts; one writes
             if n and self.excluded.all():
                 listed = f" (listed in {self.bad_files.path})" if self.bad_files.path else ""

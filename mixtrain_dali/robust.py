@@ -141,6 +141,7 @@ class FileWatch:
 
     def __init__(self, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray):
         self.paths, self.sizes, self.mtimes = paths, sizes, mtimes
+        self.checked: int | None = None
 
     def changed(self, ids) -> dict[int, str]:
         found: dict[int, str] = {}
@@ -281,7 +282,9 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
         write_manifest(manifest, index, bad)
     log.info("file check of %s: %d files, %d checked (%d by this rank), %d bad", index.root, n,
              len(todo), len(mine), len(bad))
-    return bad, FileWatch(index.paths, index.sizes.copy(), index.mtimes.copy())
+    watch = FileWatch(index.paths, index.sizes.copy(), index.mtimes.copy())
+    watch.checked = len(todo)  # files this start checked (all ranks together)
+    return bad, watch
 
 
 def suspect_hint(path: str) -> str:

@@ -134,10 +134,25 @@ def start_summary(config: Config, loader: TrainLoader, val_loader: ValLoader | N
     return "\n".join([
         f"mixtrain: {t.arch} on {where}{ranks}, {epochs}",
         f"  data:   {train} in {_count(len(loader.classes), 'class', 'classes')} ({data / 'train'}); val: {val}",
+        f"  files:  {_describe_file_check(loader.file_check)}",
         f"  steps:  {steps} in epoch {start_epoch + 1}, batch {d.batch_size}"
         + (f" per process ({d.batch_size * world} in all)" if world > 1 else ""),
         f"  mixing: {loader.controller.describe()}",
     ] + ([f"  augment: {augment}"] if augment else []))
+
+
+def _describe_file_check(check: dict | None) -> str:
+    """The start-up file check in words: how many files it read, where its verdicts are kept."""
+    if check is None:
+        return "not checked up front (--no-file-check)"
+    where = check["manifest"]
+    if where is None:
+        return f"{_count(check['checked'], 'file')} checked, no manifest kept"
+    if not check["checked"]:
+        return f"none read: the manifest {where} vouches for every file (a file changed since is checked at its batch)"
+    size = f", {os.path.getsize(where) / 1e6:.1f} MB" if os.path.exists(where) else ""
+    return (f"{_count(check['checked'], 'file')} checked; verdicts kept in {where}{size} "
+            "(a later start checks only new files)")
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

@@ -303,9 +303,10 @@ def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tm
     recipe = {"data": {"batch_size": 16, "image_size": 32, "threads": 1, "device": "cpu"}, "train": {"epochs": 3}}
     mixing = load_config(None, {**recipe, "mix": {"enabled": True, "k": 2, "fraction": 0.5, "schedule": "flat"}})
     _train_epochs_then_stop(mixing, small_data, tmp_path / "mix", stop_after=0)  # the summary, no epoch
-    head, data, steps, mix = capsys.readouterr().out.strip().splitlines()
+    head, data, files, steps, mix = capsys.readouterr().out.strip().splitlines()
     assert "resnet18" in head and "CPU" in head and "3 epochs" in head, head
     assert "96 images in 3 classes" in data and "val: 12 images" in data, data
+    assert files.startswith("  files:") and ".mixtrain-manifest.npz" in files, files  # shared data: either
     assert "6 in epoch 1" in steps and "batch 16" in steps, steps
     assert "k=2" in mix and "flat" in mix and "fraction 0.5" in mix and "epoch 2 of 3 mix" in mix, mix
     no_val = tmp_path / "no_val"
@@ -313,6 +314,9 @@ def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tm
     _train_epochs_then_stop(load_config(None, recipe), no_val, tmp_path / "plain", stop_after=0)
     out = capsys.readouterr().out
     assert "24 images in 3 classes" in out and "val: none (no val/)" in out and "mixing: off" in out, out
+    assert "files:  24 files checked; verdicts kept in" in out, out  # a new folder: every file read
+    _train_epochs_then_stop(load_config(None, recipe), no_val, tmp_path / "plain2", stop_after=0)
+    assert "none read: the manifest" in capsys.readouterr().out  # the second start reads no file
 
 
 @pytest.mark.parametrize("command", ["train", "make-synthetic", "demo", "preview", "plot", "check-data"])
