@@ -252,6 +252,21 @@ def train_only_view(root: Path, train_dir: Path) -> Path:
 
 
 # -- output -------------------------------------------------------------------------------
+class BatchFeed:
+    """A batch-mode DALI external source: `make(slice)` for each of `n_batches` batches of
+    `batch` items, then StopIteration (DALI ends the epoch); `i = 0` rewinds it."""
+
+    def __init__(self, make, n_batches: int, batch: int):
+        self.make, self.n_batches, self.batch, self.i = make, n_batches, batch, 0
+
+    def __call__(self):
+        if self.i >= self.n_batches:
+            raise StopIteration
+        out = self.make(slice(self.i * self.batch, (self.i + 1) * self.batch))
+        self.i += 1
+        return out
+
+
 def header(title: str, what: str, machine: dict, when: str, command: str, result: str | None = None) -> str:
     """The results-first header of a Markdown result file."""
     lines = [f"# {title}", ""]

@@ -83,18 +83,8 @@ def main(argv=None) -> dict:
 
     path_arrays = [np.frombuffer(f.encode(), np.uint8) for f in files]
 
-    class Batches:
-        """An external source of `n_batches` batches, `batch(slice of the files)` each."""
-
-        def __init__(self, batch):
-            self.batch, self.i = batch, 0
-
-        def __call__(self):
-            if self.i >= n_batches:
-                raise StopIteration
-            out = self.batch(slice(self.i * bs, (self.i + 1) * bs))
-            self.i += 1
-            return out
+    def Batches(make):  # noqa: N802  (an external source of n_batches batches of bs files)
+        return common.BatchFeed(make, n_batches, bs)
 
     @pipeline_def
     def plain_ext(src):

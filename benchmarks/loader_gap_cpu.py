@@ -9,6 +9,8 @@
 - our train graph (`pipelines.train_pipeline`) run raw, its outputs left in DALI's memory,
   and with each way of getting a batch into torch: numpy's copy, torch's copy_, DALI's
   feed_ndarray, and a zero-copy DLPack view (`heads_to_torch(..., zero_copy=True)`);
+- the same decode fed file names by an external source (`plain_ext`), and our decode with
+  the crop windows computed on the host instead of from a header peek in the graph;
 - `TrainLoader` itself.
 
 Each variant: one untimed pass, then the median of --passes passes, all in one process, one
@@ -67,6 +69,20 @@ def main(argv: list[str] | None = None) -> dict:
         rows[name] = {"label": label, "images_per_s": N / common.median(times), "pass_s": times}
         print(f"{name:18s} {rows[name]['images_per_s']:7.0f} images/s", flush=True)
 
+    def one_pass(pipe, rewind, sizes, copy):
+        """One epoch of an externally fed `pipe`: rewind its source, reset it, take each batch
+        (of `sizes[i]` samples) into torch with `copy`, then take DALI's end of epoch."""
+        rewind()
+        pipe.reset()
+        for n in sizes:
+            (out,) = pipe.run()
+            copy(out, n)[-1, 0, 0, 0].item()
+            del out
+        try:
+            pipe.run()
+        except StopIteration:
+            pass
+
     @pipeline_def
     def plain(interp, layout):  # the loader benchmark's dali_plain graph, resize/layout varied
         jpegs, labels = fn.readers.file(file_root=str(root), random_shuffle=True, pad_last_batch=True,
@@ -92,7 +108,52 @@ def main(argv: list[str] | None = None) -> dict:
         timed(name, label, run)
         del it, pipe
 
+    cpu = torch.device("cpu")
     index = scan_image_folder(root)
+    paths = [index.paths.encoded(i) for i in range(len(index))]
+    n_batches = len(paths) // BATCH
+    rng = np.random.default_rng(0)
+    # random-resized-crop windows relative to the image (area 0.08..1, ratio 3/4..4/3), as the
+    # planner draws them, so the decoder reads about as many pixels as in the other variants
+    area = rng.uniform(0.08, 1.0, len(paths))
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), len(paths)))
+    rel_shape = np.minimum(np.stack([np.sqrt(area / ratio), np.sqrt(area * ratio)], 1), 1.0).astype(np.float32)
+    rel_start = (rng.random((len(paths), 2)) * (1 - rel_shape)).astype(np.float32)
+
+    @pipeline_def
+    def plain_ext(src):  # plain's decode, fed file names by an external source + io.file.read
+        jpegs = fn.io.file.read(fn.external_source(source=src, batch=True, dtype=types.UINT8))
+        images = fn.decoders.image_random_crop(jpegs, device="cpu", output_type=types.RGB,
+                                               random_area=[0.08, 1.0], num_attempts=100)
+        images = fn.resize(images, size=[SIZE, SIZE], antialias=True, interp_type=types.INTERP_LINEAR)
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC", mean=mean, std=std,
+                                        mirror=fn.random.coin_flip())
+
+    @pipeline_def
+    def host_windows(src):  # our graph with the windows' relative start/shape from the host
+        p, start, shape = fn.external_source(source=src, num_outputs=3, batch=True,
+                                             dtype=[types.UINT8, types.FLOAT, types.FLOAT])
+        images = fn.decoders.image_slice(fn.io.file.read(p), start, shape, axis_names="HW", device="cpu",
+                                         output_type=types.RGB)
+        images = fn.resize(images, size=[SIZE, SIZE], antialias=True, interp_type=types.INTERP_LINEAR)
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC", mean=mean, std=std,
+                                        mirror=fn.random.coin_flip())
+
+    for name, label, graph, make in (
+            ("plain_ext", "plain's decode fed by an external source + io.file.read (linear, HWC)", plain_ext,
+             lambda sl: paths[sl]),
+            ("graph_host_windows", "our decode with the crop windows computed on the host (no header peek)",
+             host_windows, lambda sl: (paths[sl], list(rel_start[sl]), list(rel_shape[sl])))):
+        feed = common.BatchFeed(make, n_batches, BATCH)
+        pipe = graph(feed, batch_size=BATCH, num_threads=THREADS, device_id=None, seed=0)
+        pipe.build()
+
+        def rewind(feed=feed):
+            feed.i = 0
+        timed(name, label, lambda pipe=pipe, rewind=rewind: one_pass(
+            pipe, rewind, [BATCH] * n_batches, lambda o, n: heads_to_torch(o, n, cpu, zero_copy=True)))
+        del pipe
+
     source = PlanSource(index.paths, mixing=False, crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (SIZE, SIZE)))
     plan = single_plan(0, np.arange(len(index)), (SIZE, SIZE), np.zeros(len(index), np.uint8))
     batches = plan.batches(BATCH)
@@ -110,7 +171,6 @@ def main(argv: list[str] | None = None) -> dict:
         src = torch.from_numpy(np.asarray(out.as_tensor())[:n])
         return torch.empty(src.shape, dtype=src.dtype).copy_(src)
 
-    cpu = torch.device("cpu")
     copies = {
         "graph_in_dali": ("our graph, batches left in DALI's memory", lambda o, n: torch.from_numpy(np.asarray(o.as_tensor()))),
         "graph_np_copy": ("our graph + numpy copy into torch (the loader before)", lambda o, n: heads_to_torch(o, n, cpu)),
@@ -120,18 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
                             lambda o, n: heads_to_torch(o, n, cpu, zero_copy=True)),
     }
     for name, (label, copy) in copies.items():
-        def run(copy=copy):
-            source.start(plan, batches)
-            pipe.reset()
-            for b in batches:
-                (out,) = pipe.run()
-                copy(out, len(b))[-1, 0, 0, 0].item()
-                del out
-            try:
-                pipe.run()
-            except StopIteration:
-                pass
-        timed(name, label, run)
+        timed(name, label, lambda copy=copy: one_pass(
+            pipe, lambda: source.start(plan, batches), [len(b) for b in batches], copy))
     del pipe
 
     loader = TrainLoader(root, BATCH, SIZE, device="cpu", threads=THREADS, seed=0, scale=(0.08, 1.0))
