@@ -91,7 +91,8 @@ def heads_to_torch(out, n_heads: int, torch_device: torch.device, zero_copy: boo
     pipeline on DALI's dynamic executor (`pipe.exec_dynamic`, the default), which gives each
     iteration new output memory and frees it when the last reference goes, so later
     iterations cannot overwrite a batch the caller keeps (tested). It saves a copy of the
-    whole batch per step: 8-15% of the CPU loader's throughput at 224 px (benchmarks/loader_gap_cpu.py).
+    whole batch per step: 8-15% of the CPU loader's throughput at 224 px
+    (benchmarks/loader_gap_cpu.py).
     """
     tensor = out.as_tensor()
     if zero_copy and torch_device.type == "cpu" and n_heads == len(out) and not hasattr(
