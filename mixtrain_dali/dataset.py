@@ -8,8 +8,8 @@ Memory: at ImageNet scale (1.28M files) one Python string per path costs about 1
 each; `PathList` keeps every path relative to the root in one uint8 buffer with offsets
 (about 35 bytes a file) and makes a `str` only when one is asked for. The scan lists each
 class folder with `os.scandir` on bytes (no decoding) in a few threads (the directory reads
-and stats release the GIL); with `stat=True` it also records every file's size and mtime
-from the same listing, which the manifest (manifest.py) and the file watch compare against.
+release the GIL); with `stat=True` it then records every file's size and mtime
+(`ImageFolderIndex.stat`), which the manifest (manifest.py) and the file watch compare against.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .errors import UserError
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _EXT_BYTES = tuple(e.encode() for e in IMG_EXTENSIONS)
 SCAN_THREADS = 4
-# Work over many files (listing with stats, the header check) runs in one thread while it is
+# Work over many files (stats, the header check) runs in one thread while it is
 # fast and moves to a thread pool only when the first items show it waits on storage: on a
 # warm local page cache every syscall is microseconds and a pool only adds GIL hand-offs
 # (measured on 1.28M files, 2 cores: the check 6.5 us a file in one thread, 16 us in 16;
@@ -180,17 +180,24 @@ class ImageFolderIndex:
 
     def stat(self, ids=None) -> None:
         """Fill `sizes` and `mtimes` with one `os.stat` per file (-1 where it fails), for an
-        index scanned without `stat=True`; `ids`: only those files."""
+        index scanned without `stat=True`; `ids`: only those files. In this thread unless
+        storage is slow (`run_adaptive`, as the file check)."""
         if self.sizes is None:
             self.sizes, self.mtimes = np.full(len(self), -1, np.int64), np.full(len(self), -1, np.int64)
-        for i in range(len(self)) if ids is None else ids:
-            i = int(i)
-            try:
-                st = os.stat(self.paths[i])
-            except OSError:
-                self.sizes[i] = self.mtimes[i] = -1
-                continue
-            self.sizes[i], self.mtimes[i] = st.st_size, st.st_mtime_ns
+        ids = np.arange(len(self)) if ids is None else np.asarray(ids, np.int64)
+        path = self.paths.bytes_getter()
+
+        def work(lo: int, hi: int) -> list:
+            for i in ids[lo:hi].tolist():
+                try:
+                    st = os.stat(path(i))
+                except OSError:
+                    self.sizes[i] = self.mtimes[i] = -1
+                    continue
+                self.sizes[i], self.mtimes[i] = st.st_size, st.st_mtime_ns
+            return []
+
+        run_adaptive(work, len(ids), SCAN_THREADS)
 
     def fingerprint(self) -> dict:
         """What a checkpoint remembers of the data, to refuse resuming on another dataset."""
@@ -225,10 +232,9 @@ def find_classes(root: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
     return classes, {c: i for i, c in enumerate(classes)}
 
 
-def _list_class(root: bytes, cls: bytes, stat: bool) -> tuple[list[bytes], list[int], list[int]]:
+def _list_class(root: bytes, cls: bytes) -> list[bytes]:
     """Image files under `root/cls`, relative to `root`, in `sorted(os.walk(...))` order
-    (directories by path, files by name; symlinked folders followed), and with `stat`
-    their sizes and mtimes (-1 where the stat fails: the check then says why)."""
+    (directories by path, files by name; symlinked folders followed)."""
     found: list[tuple[bytes, list]] = []
     stack = [cls]
     while stack:
@@ -244,7 +250,7 @@ def _list_class(root: bytes, cls: bytes, stat: bool) -> tuple[list[bytes], list[
                     if is_dir:
                         stack.append(rel + b"/" + e.name)
                     elif e.name.lower().endswith(_EXT_BYTES):
-                        files.append(e)
+                        files.append(e.name)
         except OSError:
             if rel == cls:
                 raise
@@ -252,37 +258,10 @@ def _list_class(root: bytes, cls: bytes, stat: bool) -> tuple[list[bytes], list[
         found.append((rel, files))
     found.sort(key=lambda t: t[0])
     rels: list[bytes] = []
-    sizes: list[int] = []
-    mtimes: list[int] = []
     for rel, files in found:
-        files.sort(key=lambda e: e.name)
         head = rel + b"/"
-        rels.extend(head + e.name for e in files)
-        if stat:
-            for e in files:
-                try:
-                    st = e.stat()
-                    sizes.append(st.st_size)
-                    mtimes.append(st.st_mtime_ns)
-                except OSError:
-                    sizes.append(-1)
-                    mtimes.append(-1)
-    return rels, sizes, mtimes
-
-
-def _adaptive_classes(work, classes: list[str], threads: int) -> list:
-    """`work(cls)` for every class, in order: in this thread unless the first classes show
-    more than POOL_ABOVE_S per file (slow storage), then the rest in a pool."""
-    out, files, start, i = [], 0, time.perf_counter(), 0
-    while i < len(classes) and files < PROBE_ITEMS:
-        out.append(work(classes[i]))
-        files += len(out[-1][1])
-        i += 1
-    slow = files and (time.perf_counter() - start) / files > POOL_ABOVE_S
-    if threads > 1 and slow and i < len(classes):
-        with ThreadPoolExecutor(threads) as pool:
-            return out + list(pool.map(work, classes[i:]))
-    return out + [work(c) for c in classes[i:]]
+        rels.extend(head + name for name in sorted(files))
+    return rels
 
 
 def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False,
@@ -313,15 +292,11 @@ def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False
     prefix = _prefix(root)
 
     def work(cls: str):  # packed per class: no list of a million bytes objects at any time
-        rels, sizes, mtimes = _list_class(prefix, os.fsencode(cls), stat)
-        lens = np.fromiter(map(len, rels), np.int64, len(rels))
-        return b"".join(rels), lens, np.array(sizes, np.int64), np.array(mtimes, np.int64)
+        rels = _list_class(prefix, os.fsencode(cls))
+        return b"".join(rels), np.fromiter(map(len, rels), np.int64, len(rels))
 
-    # a listing of names alone gains from a few threads (measured: 0.9 s in 2 threads, 1.4 s
-    # in one); with a stat per file one thread is fastest unless storage is slow
-    if stat:
-        listed = _adaptive_classes(work, found, threads)
-    elif threads > 1 and len(found) > 1:
+    # a listing of names gains from a few threads (measured: 0.9 s in 2 threads, 1.4 s in one)
+    if threads > 1 and len(found) > 1:
         with ThreadPoolExecutor(min(threads, os.cpu_count() or 1)) as pool:
             listed = list(pool.map(work, found))
     else:
@@ -338,8 +313,8 @@ def scan_image_folder(root: str | os.PathLike, allow_empty_classes: bool = False
     offsets = np.zeros(int(counts.sum()) + 1, np.int64)
     np.cumsum(np.concatenate([r[1] for r in listed] + [np.zeros(0, np.int64)]), out=offsets[1:])
     buf = np.frombuffer(b"".join(r[0] for r in listed), np.uint8)
-    sizes = np.concatenate([r[2] for r in listed]) if stat else None
-    mtimes = np.concatenate([r[3] for r in listed]) if stat else None
     del listed
-    paths = PathList(prefix, buf, offsets)
-    return ImageFolderIndex(root, classes, class_to_idx, paths, labels, sizes, mtimes)
+    index = ImageFolderIndex(root, classes, class_to_idx, PathList(prefix, buf, offsets), labels)
+    if stat:
+        index.stat()
+    return index

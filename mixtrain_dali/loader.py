@@ -166,13 +166,15 @@ def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return 0, 1
 
 
-def _check_index(index: ImageFolderIndex, rank: int, world_size: int, manifest, watch_files: bool):
+def _check_index(index: ImageFolderIndex, rank: int, world_size: int, manifest: Path | None,
+                 watch_files: bool):
     """robust.check_index with the loader's settings: split across the ranks of a process
     group (without one, each rank checks every file: there is nothing to share verdicts
-    through); the manifest where `manifest` says (True: the default place, False: none)."""
+    through); the verdicts kept in the `manifest` file, if any. Sizes and mtimes are only
+    stat'ed up front without a file watch (which stats each file before its batch)."""
     grouped = world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
-    return check_index(index, rank=rank, world_size=world_size if grouped else 1,
-                       manifest=_manifest_where(index.root, manifest), stat_known=not watch_files)
+    return check_index(index, rank=rank, world_size=world_size if grouped else 1, manifest=manifest,
+                       stat_known=not watch_files)
 
 
 def _manifest_where(split_root, manifest) -> Path | None:
@@ -181,16 +183,6 @@ def _manifest_where(split_root, manifest) -> Path | None:
     if manifest is False or manifest is None:
         return None
     return manifest_path(split_root, None if manifest is True else manifest)
-
-
-def _scan(root, validate: bool, manifest, watch_files: bool) -> ImageFolderIndex:
-    """The split's index, with a stat per file only where a manifest is compared against and
-    no file watch will stat each file before its batch is read (a cold check reads sizes
-    and mtimes itself; `validate=False` needs none)."""
-    if isinstance(root, ImageFolderIndex):
-        return root
-    where = _manifest_where(root, manifest) if validate and not watch_files else None
-    return scan_image_folder(root, stat=where is not None and where.exists())
 
 
 class _FolderAttributes:
@@ -266,7 +258,7 @@ class TrainLoader(_FolderAttributes):
                                erase_prob=erase_prob, erase_scale=list(erase_scale),
                                erase_ratio=list(erase_ratio), erase_value=erase_value)
         self.augment = self.data.augment(augment)  # augment.Augment, or None: the plain graph
-        self.index = _scan(root, validate, manifest, watch_files)
+        self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
         if min_image_size is not None and self.mix.pastes:
             raise UserError("progressive resizing (min_image_size) and mixing are alternatives: "
@@ -299,8 +291,9 @@ class TrainLoader(_FolderAttributes):
         # what the start-up check did: files checked now, and the manifest that keeps the verdicts
         self.file_check: dict | None = None
         if validate:
-            bad, watch = _check_index(self.index, self.rank, self.world_size, manifest, watch_files)
-            self.file_check = {"checked": watch.checked, "manifest": _manifest_where(self.index.root, manifest)}
+            where = _manifest_where(self.index.root, manifest)
+            bad, watch = _check_index(self.index, self.rank, self.world_size, where, watch_files)
+            self.file_check = {"checked": watch.checked, "manifest": where}
             self._exclude(bad, write=self.rank == 0)  # every rank has the same verdicts; one writes
             if n and self.excluded.all():
                 listed = f" (listed in {self.bad_files.path})" if self.bad_files.path else ""
