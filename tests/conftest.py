@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 
@@ -54,6 +56,18 @@ def write_train_val(root):
     write_colour_folder(str(root / "train"), per_class=32, seed=1)
     write_colour_folder(str(root / "val"), per_class=4, seed=2)
     return root
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """`write_train_val` in a folder of the test module's own (its runs write their manifests
+    there)."""
+    return write_train_val(tmp_path_factory.mktemp("small"))
+
+
+def read_metrics(run) -> list[dict]:
+    """The rows of RUN/metrics.jsonl."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def identify(images, n: int, colours=None) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import identify, write_train_val
+from conftest import identify
 
 pytestmark = pytest.mark.gpu
 
@@ -31,11 +31,6 @@ def _mix(k=4, fraction=0.8):
 
 def _report(**values):
     print("GPU-CHECK " + " ".join(f"{k}={v}" for k, v in values.items()), flush=True)
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    return write_train_val(tmp_path_factory.mktemp("gpu-small"))
 
 
 # -- placement ---------------------------------------------------------------------------------

@@ -1,14 +1,13 @@
 """Mixup / CutMix (mixup.py) against timm's definition, the refusal with MixTrain pastes, and
 training end to end with augmentations on (mixing still works)."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import write_train_val
+from conftest import read_metrics
 from mixtrain_dali.cli import main
 from mixtrain_dali.errors import UserError
 from mixtrain_dali.mixup import Mixup, cutmix_box, mixup_target, soft_cross_entropy
@@ -132,15 +131,6 @@ FAST = ["--arch", "small_cnn", "--image-size", "32", "--threads", "1", "--no-pro
         "--batch-size", "16"]
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    return write_train_val(tmp_path_factory.mktemp("small"))
-
-
-def _metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_mixing_still_works_with_randaugment_and_erasing(small_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(small_data), "--epochs", "3", "--out", str(out), *FAST,
@@ -148,7 +138,7 @@ def test_mixing_still_works_with_randaugment_and_erasing(small_data, tmp_path, c
                  "--auto-augment", "randaugment", "--rand-m", "9", "--erase-prob", "0.5",
                  "--color-jitter", "0.2"]) == 0
     assert "augment: randaugment n=2 m=9" in capsys.readouterr().out
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert all(math.isfinite(r["train_loss"]) for r in rows)
     mixed = [r for r in rows if r["mixed_samples"] > 0]
     assert [r["epoch"] for r in mixed] == [2], rows  # warm-up, a mixing epoch, the final unmixed one
@@ -166,7 +156,7 @@ def test_mixup_and_cutmix_train_with_mixing_off(small_data, tmp_path, extra):
     out = tmp_path / "run"
     assert main(["train", "--data", str(small_data), "--epochs", "2", "--out", str(out), *FAST, *extra,
                  "--mixup", "0.2", "--cutmix", "1.0"]) == 0
-    assert all(math.isfinite(r["train_loss"]) for r in _metrics(out))
+    assert all(math.isfinite(r["train_loss"]) for r in read_metrics(out))
 
 
 def test_mixup_trains_with_pruning(small_data, tmp_path):

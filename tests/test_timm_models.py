@@ -4,7 +4,6 @@ class-token ViT's soft-target fallback, `build_model("timm/<name>")` and `mixtra
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
@@ -14,7 +13,7 @@ from torch import nn
 
 timm = pytest.importorskip("timm")
 
-from conftest import write_train_val  # noqa: E402
+from conftest import read_metrics  # noqa: E402
 from mixtrain_dali.cli import main  # noqa: E402
 from mixtrain_dali.errors import UserError  # noqa: E402
 from mixtrain_dali.nn import (RegionPoolModel, SoftTargetModel, adapt_model, build_model,  # noqa: E402
@@ -209,21 +208,12 @@ def test_timm_arch_without_timm_says_how_to_install_it(monkeypatch):
 FAST = ["--image-size", "32", "--threads", "1", "--no-progress", "--device", "cpu", "--batch-size", "16"]
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    return write_train_val(tmp_path_factory.mktemp("small"))
-
-
 @pytest.fixture()
 def mix_last_epoch(tmp_path):
     """A recipe whose 2-epoch runs mix their second epoch (no final unmixed epoch)."""
     recipe = tmp_path / "mix.toml"
     recipe.write_text("[mix]\nwarmup_epochs = 1\nfinal_full_fraction = 0.0\n")
     return ["--config", str(recipe)]
-
-
-def _metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_cli_trains_a_timm_cnn_with_mixing_and_resumes_it(small_data, tmp_path, mix_last_epoch, capsys):
@@ -234,7 +224,7 @@ def test_cli_trains_a_timm_cnn_with_mixing_and_resumes_it(small_data, tmp_path, 
     assert main([*args, "--epochs", "2", "--resume"]) == 0
     said = capsys.readouterr()
     assert "timm/resnet10t" in said.out and "mix isolate" not in said.err  # isolate (the default) ran
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == [1, 2]
     # epoch 1 warms up unmixed and records the losses; epoch 2, after the resume, mixes
     assert rows[0]["mixed_samples"] == 0 and rows[1]["mixed_samples"] > 0
@@ -251,7 +241,7 @@ def test_cli_trains_a_class_token_vit_with_mixing_on_soft_targets(small_data, tm
                  "--out", str(out), "--epochs", "2", "--mix-k", "4", "--mix-fraction", "1.0", *FAST]) == 0
     err = capsys.readouterr().err
     assert err.count("mix isolate") == 1 and "class-token ViT" in err, err
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert rows[1]["mixed_samples"] > 0 and all(math.isfinite(r["train_loss"]) for r in rows)
 
 

@@ -7,20 +7,11 @@ import tomllib
 
 import pytest
 
-from conftest import write_colour_folder, write_train_val
+from conftest import read_metrics, write_colour_folder
 from mixtrain_dali.cli import main
 from mixtrain_dali.config import Config, load_config
 
 FAST = ["--arch", "resnet18", "--image-size", "32", "--threads", "1", "--no-progress", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    return write_train_val(tmp_path_factory.mktemp("small"))
-
-
-def _metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_train_writes_metrics_config_and_checkpoint(small_data, tmp_path, capsys):
@@ -28,7 +19,7 @@ def test_train_writes_metrics_config_and_checkpoint(small_data, tmp_path, capsys
     rc = main(["train", "--data", str(small_data), "--epochs", "2", "--batch-size", "16",
                "--out", str(out), *FAST])
     assert rc == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train_loss", "val_top1", "val_top5", "epoch_time_s", "images_per_s", "steps",
                 "composites", "samples", "ideal_speedup", "plan"):
@@ -47,9 +38,9 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(small_data, tmp_path
     assert main(["train", "--epochs", "4", "--out", str(full), *args]) == 0
     # the same run interrupted after epoch 2, then resumed
     _train_epochs_then_stop(load_config(full / "config.toml"), small_data, part, stop_after=2)
-    assert len(_metrics(part)) == 2
+    assert len(read_metrics(part)) == 2
     assert main(["train", "--epochs", "4", "--out", str(part), "--resume", *args]) == 0
-    a, b = _metrics(full), _metrics(part)
+    a, b = read_metrics(full), read_metrics(part)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4], "metrics lines duplicated or lost"
     for ra, rb in zip(a, b):
         assert ra["plan"] == rb["plan"]
@@ -84,7 +75,7 @@ def test_fixed_mixing_takes_one_over_1_6_of_the_steps(small_data, tmp_path):
     assert main(["train", "--out", str(base), *common]) == 0
     assert main(["train", "--out", str(mixed), *common, "--mix-k", "4", "--mix-fraction", "0.5",
                  "--mix-selection", "random", "--mix-gamma", "0", "--no-mix-keep-steps"]) == 0
-    b, m = _metrics(base), _metrics(mixed)
+    b, m = read_metrics(base), read_metrics(mixed)
     assert [r["steps"] for r in b] == [24, 24, 24]
     # epoch 1 warm-up (unmixed), epoch 2 mixes, epoch 3 is the final unmixed 12.5%
     assert [r["mixed_samples"] for r in m] == [0, 48, 0]
@@ -209,7 +200,7 @@ def test_train_with_constituents_apart_mixes_and_learns(small_data, tmp_path):
     assert main(["train", "--data", str(small_data), "--epochs", "3", "--batch-size", "16",
                  "--out", str(out), "--mix-k", "4", "--mix-fraction", "1.0", "--mix-gamma", "0",
                  "--mix-isolate", "--no-mix-keep-steps", *FAST]) == 0
-    rows = _metrics(out)
+    rows = read_metrics(out)
     assert load_config(out / "config.toml").mix.isolate
     assert rows[1]["mixed_samples"] > 0 and rows[1]["steps"] < rows[0]["steps"]
     assert all(r["train_loss"] == r["train_loss"] for r in rows)  # finite, not NaN
@@ -246,7 +237,7 @@ def test_a_second_run_into_the_same_out_is_refused_unless_resume_or_overwrite(sm
     (out / "bad_files.txt").write_text("/gone.JPEG\tan earlier run's bad file\n")
     (out / "notes.txt").write_text("the user's own file")
     assert main(args + ["--overwrite"]) == 0
-    assert [r["epoch"] for r in _metrics(out)] == [1]
+    assert [r["epoch"] for r in read_metrics(out)] == [1]
     assert not (out / "bad_files.txt").exists() and (out / "notes.txt").is_file()
 
 
@@ -296,7 +287,7 @@ def test_data_without_val_is_said_once_at_start_up(tmp_path, capsys):
                  "--out", str(tmp_path / "run"), *FAST]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "val/" in line]
     assert len(warned) == 1 and warned[0].startswith("mixtrain: warning: ") and "without validation" in warned[0]
-    assert "val_top1" not in _metrics(tmp_path / "run")[0]
+    assert "val_top1" not in read_metrics(tmp_path / "run")[0]
 
 
 def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tmp_path, capsys):
