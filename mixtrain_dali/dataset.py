@@ -32,8 +32,8 @@ SCAN_THREADS = 4
 # Work over many files (stats, the header check) runs in one thread while it is
 # fast and moves to a thread pool only when the first items show it waits on storage: on a
 # warm local page cache every syscall is microseconds and a pool only adds GIL hand-offs
-# (measured on 1.28M files, 2 cores: the check 6.5 us a file in one thread, 16 us in 16;
-# stats 2.3 us in one thread, 5.4 us in 4), while on cold or network storage each
+# (2 cores, benchmarks/results/startup_threads_cpu.md: the check 6.9 us a file in one thread,
+# 17.1 us in 16; stats 3.2 us in one thread, 5.0 us in 4), while on cold or network storage each
 # open waits milliseconds and threads overlap the waits.
 PROBE_ITEMS = 256
 POOL_ABOVE_S = 40e-6  # per item
