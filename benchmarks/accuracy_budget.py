@@ -60,9 +60,12 @@ METHODS = {
     # on top of the defaults (b): what the network does with a composite
     "mix_apart": "linear + constituents apart in the network (tiles cut out, equal shares)",
     "mix_apart_norm": "linear + constituents apart + loss summed per composite",
-    "mix_steps": "apart + the unmixed step count kept (fewer composites per mixed step) = b now",
-    "mix_k2_steps": "b now with k=2 (tiles at 1/sqrt(2) of the side, 2:1 strips on a square canvas)",
-    "mix_k2_aspect": "b now with k=2 and tile-shaped source windows (no squashing into the strip)",
+    "mix_steps": "apart + the unmixed step count kept (fewer composites per mixed step), linear",
+    "mix_k2_steps": "mix_steps with k=2 (tiles at 1/sqrt(2) of the side, 2:1 strips on a square canvas)",
+    "mix_k2_aspect": "mix_steps with k=2 and tile-shaped source windows (no squashing into the strip)",
+    # round 12: each epoch at progressive resizing's pixel cost (schedule resize, from epoch 0)
+    "mix_resize": "apart, steps kept, every epoch at p's cost (resize schedule), from epoch 0, random",
+    "mix_resize_low": "mix_resize with the lowest-loss samples mixed first (selection lowest)",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -146,8 +149,16 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
     def less(frac):
         return with_(epochs=max(1, round(epochs * frac)))
 
-    defaults = {"enabled": True, "warmup_epochs": base["mix"].get("warmup_epochs", 1),
-                "final_full_fraction": base["mix"].get("final_full_fraction", 0.125)}
+    # the package defaults (schedule resize) are b; the rows below b were measured on top of
+    # the previous defaults, the linear schedule after one warm-up epoch, spelled out here
+    defaults = {**base["mix"], "enabled": True, "schedule": "linear", "warmup_epochs": 1,
+                "final_full_fraction": 0.125, "self_correct": True}
+    # progressive resizing's cost per epoch, mixing from epoch 0 (random selection needs no
+    # loss); no self-correction: it would unmix the samples of the f = 1 epochs and so
+    # change the cost the arm is matched on
+    resize = {"enabled": True, "k": 4, "schedule": "resize", "warmup_epochs": 0,
+              "final_full_fraction": 0.0, "selection": "random", "gamma": 0.0, "isolate": True,
+              "keep_steps": True, "self_correct": False}
     return {
         "baseline": with_(),
         "less_75": less(0.75),
@@ -157,7 +168,7 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "prune": with_({**v0, "method": "prune"}),
         "naive_mix": with_({**v0, "selection": "random", "gamma": 0.0, "self_correct": False},
                            region_pooling=False),
-        "mixtrain": with_(defaults),
+        "mixtrain": with_({**base["mix"], "enabled": True}),
         "mix_v0": with_(v0),
         "mix_norm": with_({**v0, "loss_norm": "composite"}),
         "mix_aspect": with_({**v0, "tile_aspect": True}),
@@ -174,9 +185,11 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "mix_apart": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False}),
         "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False,
                                  "loss_norm": "composite"}),
-        "mix_steps": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": True}),  # = b
+        "mix_steps": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": True}),
         "mix_k2_steps": with_({**defaults, "k": 2}),
         "mix_k2_aspect": with_({**defaults, "k": 2, "tile_aspect": True}),
+        "mix_resize": with_(resize),
+        "mix_resize_low": with_({**resize, "selection": "lowest"}),
     }
 
 

@@ -106,15 +106,18 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix-speedup", type=float,
                    help="target ideal epoch speedup instead of a fraction (linear schedule: the mean "
                         "over the mixing epochs); " + _recipe("mix", "target_speedup", "none (see --mix-fraction)"))
-    g.add_argument("--mix-selection", choices=["loss", "random"],
-                   help="loss: below-threshold samples only; random: any seen sample; "
-                        + _recipe("mix", "selection"))
+    g.add_argument("--mix-selection", choices=["random", "loss", "lowest"],
+                   help="random: any sample; loss: below-threshold samples only; lowest: the lowest "
+                        "losses first; " + _recipe("mix", "selection"))
     g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal; "
                                                    + _recipe("mix", "gamma"))
-    g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start; " + _recipe("mix", "warmup_epochs"))
-    g.add_argument("--mix-schedule", choices=["flat", "linear"],
-                   help="flat: the same fraction every mixing epoch; linear: decaying to 0; "
-                        + _recipe("mix", "schedule"))
+    g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start; "
+                   + _recipe("mix", "warmup_epochs", "0 under the resize schedule, 1 otherwise"))
+    g.add_argument("--mix-schedule", choices=["linear", "flat", "resize"],
+                   help="linear: the fraction decaying to 0; flat: the same fraction every mixing "
+                        "epoch; resize: each epoch at progressive resizing's cost, the mixed share "
+                        "decaying to 0; " + _recipe("mix", "schedule", "resize (linear where "
+                                                    "--mix-fraction or --mix-speedup is given)"))
     g.add_argument("--mix-tile-scale", type=float,
                    help="a tile's source window area x share^this (1: objects keep their size; 0: squashed); "
                         + _recipe("mix", "tile_scale"))

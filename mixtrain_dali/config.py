@@ -27,6 +27,8 @@ def _check(cond: bool, message: str) -> None:
         raise UserError(message)
 
 
+SCHEDULES = ("linear", "flat", "resize")
+SELECTIONS = ("random", "loss", "lowest")
 AUTO_AUGMENT = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 
@@ -149,14 +151,20 @@ class DataConfig:
 
     def image_size_at(self, epoch: int, epochs: int | None) -> int:
         """The train crop of `epoch` (0-based) of `epochs`: image_size, or under progressive
-        resizing min_image_size until resize_ramp[0] of the run, then linearly up to
-        image_size at resize_ramp[1], rounded down to a multiple of 8 (FFCV rounds to 32)."""
+        resizing the ramp_size from min_image_size to image_size over resize_ramp."""
         if self.min_image_size is None or not epochs:
             return self.image_size
-        lo, hi = (r * epochs for r in self.resize_ramp)
-        t = 1.0 if epoch >= hi else 0.0 if epoch < lo or hi <= lo else (epoch - lo) / (hi - lo)
-        size = self.min_image_size + t * (self.image_size - self.min_image_size)
-        return max(self.min_image_size, min(self.image_size, int(size) // 8 * 8))
+        return ramp_size(epoch, epochs, self.min_image_size, self.image_size, self.resize_ramp)
+
+
+def ramp_size(epoch: int, epochs: int, lo_size: int, hi_size: int, ramp) -> int:
+    """Progressive resizing's side at `epoch` (0-based) of `epochs`: lo_size until ramp[0] of
+    the run, then linearly up to hi_size at ramp[1], rounded down to a multiple of 8 (FFCV
+    rounds to 32) and kept within [lo_size, hi_size]."""
+    lo, hi = (r * epochs for r in ramp)
+    t = 1.0 if epoch >= hi else 0.0 if epoch < lo or hi <= lo else (epoch - lo) / (hi - lo)
+    size = lo_size + t * (hi_size - lo_size)
+    return max(lo_size, min(hi_size, int(size) // 8 * 8))
 
 
 @dataclass
@@ -167,9 +175,12 @@ class MixConfig:
     fraction: float | None = None    # share of samples mixed per mixing epoch (linear: in the first) ...
     target_speedup: float | None = None  # ... or the ideal epoch speedup S (linear: the mean over
                                      # the mixing epochs); neither: S = 1.6 flat, fraction 1 linear
-    warmup_epochs: int = 1           # first epochs unmixed, so every sample has a loss
-    final_full_fraction: float = 0.125  # last part of training unmixed
-    selection: str = "random"        # random: any seen sample; loss: below-threshold candidates only
+    warmup_epochs: int | None = None  # first epochs unmixed, so every sample has a loss; unset:
+                                     # 0 under schedule resize (it needs no loss), else 1
+    final_full_fraction: float | None = None  # last part of training unmixed; unset: 0 under
+                                     # schedule resize (its ramp ends unmixed), else 0.125
+    selection: str = "random"        # random: any sample (one with no loss yet too); loss: random
+                                     # among the below-threshold ones; lowest: the lowest losses first
     threshold: str = "mean"          # mean | median of the loss table
     gamma: float = 0.0               # area share ~ (loss + eps) ** gamma; 0 = equal shares (the
                                      # default: tiles of one size, so isolate runs them in one pass)
@@ -177,10 +188,18 @@ class MixConfig:
     share_min: float = 0.1           # clip of each constituent's area share
     share_max: float = 0.75
     min_side_frac: float = 0.125     # no tile side below this fraction of the canvas side
-    self_correct: bool = True        # a sample whose mixed loss exceeded the threshold is unmixed next
-    schedule: str = "linear"         # linear: the fraction decays linearly to 0 over the mixing
-                                     # epochs (best at equal steps on CIFAR-10, see the README);
-                                     # flat: the same fraction every mixing epoch
+    self_correct: bool | None = None  # a sample whose mixed loss exceeded the threshold is unmixed
+                                     # next; unset: off under schedule resize (it would move the
+                                     # epoch's cost off the ramp), else on
+    schedule: str | None = None      # resize: each epoch costs what progressive resizing's does
+                                     # (ramp below), the mixed share decaying to 0 (best at equal
+                                     # time, see the README); linear: the fraction decays linearly
+                                     # to 0 over the mixing epochs; flat: the same fraction every
+                                     # mixing epoch; unset: resize, or linear where a fraction or
+                                     # target_speedup is given or the method is prune
+    ramp: list[float] = field(default_factory=lambda: [0.0, 0.75])  # resize: the equivalent side
+                                     # grows from the tile's to the canvas's between these
+                                     # fractions of the epochs (DataConfig.resize_ramp's rule)
     tile_aspect: bool = False        # a tile's source window takes the tile's aspect ratio
     tile_scale: float = 0.0          # ... and an area * share ** tile_scale (1: objects keep their
                                      # pixel size; 0: the whole crop shrunk into the tile)
@@ -199,6 +218,17 @@ class MixConfig:
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
         _check(self.method in ("mix", "prune"), f"method={self.method!r}; valid: mix, prune")
+        if self.schedule is None:
+            budget = self.fraction is not None or self.target_speedup is not None
+            self.schedule = "linear" if budget or self.method == "prune" else "resize"
+        _check(self.schedule in SCHEDULES, f"schedule={self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        resize = self.schedule == "resize"
+        if self.warmup_epochs is None:
+            self.warmup_epochs = 0 if resize else 1
+        if self.final_full_fraction is None:
+            self.final_full_fraction = 0.0 if resize else 0.125
+        if self.self_correct is None:
+            self.self_correct = not resize
         if self.fraction is not None and self.target_speedup is not None:
             raise UserError("give mix fraction or target_speedup, not both")
         if self.fraction is not None:
@@ -211,10 +241,18 @@ class MixConfig:
         _check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must be >= 0")
         _check(0.0 <= self.final_full_fraction < 1.0,
                f"final_full_fraction={self.final_full_fraction} is outside [0, 1)")
-        _check(self.selection in ("loss", "random"), f"selection={self.selection!r}; valid: loss, random")
+        _check(self.selection in SELECTIONS, f"selection={self.selection!r}; valid: {', '.join(SELECTIONS)}")
         _check(self.threshold in ("mean", "median"), f"threshold={self.threshold!r}; valid: mean, median")
         _check(self.gamma >= 0, f"gamma={self.gamma} must be >= 0")
-        _check(self.schedule in ("flat", "linear"), f"schedule={self.schedule!r}; valid: flat, linear")
+        _check(len(self.ramp) == 2 and 0 <= self.ramp[0] <= self.ramp[1] <= 1,
+               f"ramp={self.ramp} must be [start, end] with 0 <= start <= end <= 1")
+        _check(not (self.schedule == "resize" and self.method == "prune"),
+               "schedule='resize' is for mixing (it matches progressive resizing's cost per epoch); "
+               "pruning takes schedule='flat' or 'linear'")
+        if self.schedule == "resize":
+            _check(self.fraction is None and self.target_speedup is None,
+                   f"schedule='resize' sets every epoch's fraction from the ramp: drop mix fraction="
+                   f"{self.fraction} / target_speedup={self.target_speedup}, or use schedule='linear'")
         _check(0.0 <= self.tile_scale <= 1.0, f"tile_scale={self.tile_scale} is outside [0, 1]")
         _check(self.loss_norm in ("constituent", "composite"),
                f"loss_norm={self.loss_norm!r}; valid: constituent, composite")
@@ -242,7 +280,7 @@ class MixConfig:
         (controller.fraction_at)."""
         if self.fraction is not None:
             return self.fraction
-        if self.target_speedup is None and self.schedule == "linear" and self.method == "mix":
+        if self.target_speedup is None and self.schedule in ("linear", "resize") and self.method == "mix":
             return 1.0 if self.k > 1 else 0.0  # everything mixed in the first mixing epoch, decaying
         speedup = 1.6 if self.target_speedup is None else self.target_speedup
         if self.method == "prune":

@@ -6,14 +6,16 @@ there is no RNG state to carry and a resumed run plans exactly what the uninterr
 would have. Rules (docs/architecture.md, "Controller"), in the order they apply:
 
 1. warm-up and final epochs are unmixed;
-2. candidates: seen samples whose last loss is at most the threshold (selection="loss"),
-   or every seen sample (selection="random"); a sample never seen is never mixed;
+2. candidates: every sample, also one never seen (selection="random", "lowest": no loss
+   is needed, so mixing can start at epoch 0; "lowest" takes the unseen ones last), or the
+   seen samples whose last loss is at most the threshold (selection="loss");
 3. self-correction: a sample whose loss, measured inside a composite, exceeded the
    threshold is not a candidate (it gets a full-resolution view next epoch);
-4. budget: at most round(f * N) samples mixed (f the same every mixing epoch, or decaying
-   linearly over them: `fraction_at`), chosen at random among the candidates
-   (not lowest-first, so no sample is starved of full-resolution views); fewer candidates
-   give a lower speedup, which is logged;
+4. budget: at most round(f * N) samples mixed (f the same every mixing epoch, decaying
+   linearly over them, or following progressive resizing's cost: `fraction_at`), chosen
+   at random among the candidates ("random", "loss": not lowest-first, so no sample is
+   starved of full-resolution views), or the lowest losses first ("lowest"); fewer
+   candidates give a lower speedup, which is logged;
 5. random groups of k; adaptive area shares (loss + eps) ** gamma, clipped; slice-and-dice
    layout.
 """
@@ -25,7 +27,8 @@ import math
 
 import numpy as np
 
-from .config import MixConfig, ideal_speedup
+from .config import MixConfig, ideal_speedup, ramp_size
+from .errors import UserError
 from .layout import layout_batch
 from .plan import EpochPlan, single_plan
 
@@ -44,6 +47,9 @@ class MixController:
         self.canvas = (int(canvas[0]), int(canvas[1]))
         self.seed = int(seed)
         self.epochs = epochs
+        if config.pastes and config.schedule == "resize" and epochs is None:
+            raise UserError("mix schedule='resize' follows the run's length: give epochs= (e.g. "
+                            "TrainLoader(..., epochs=E)), or use schedule='linear' or 'flat'")
         self._warned_budget = False  # the shortfall below is said once a run, not every epoch
 
     # -- schedule ---------------------------------------------------------------------
@@ -57,7 +63,11 @@ class MixController:
         c = self.config
         if not c.active or epoch < c.warmup_epochs:
             return False
-        return self.epochs is None or epoch < self.epochs - self.final_full_epochs()
+        if self.epochs is None:
+            return True
+        if c.schedule == "resize" and c.method == "mix" and self._resize_fraction(epoch) <= 0:
+            return False  # the ramp has reached the canvas: nothing to mix
+        return epoch < self.epochs - self.final_full_epochs()
 
     def fraction_at(self, epoch: int) -> float:
         """The mix (or prune) fraction of a mixing epoch: flat, or under schedule="linear" a
@@ -66,7 +76,9 @@ class MixController:
         the one whose mean over the M epochs meets the target speedup."""
         c = self.config
         f = c.mix_fraction()
-        if c.schedule == "flat" or self.epochs is None:
+        if c.schedule == "resize" and c.method == "mix" and self.epochs is not None:
+            return self._resize_fraction(epoch)
+        if c.schedule != "linear" or self.epochs is None:
             return f
         span = max(1, self.epochs - self.final_full_epochs() - c.warmup_epochs)
         if c.fraction is None and c.target_speedup is not None:
@@ -74,6 +86,18 @@ class MixController:
             # over j = 0..M-1 is f * (M + 1) / (2 M), so the first epoch takes more
             f = min(1.0, f * 2 * span / (span + 1))
         return f * (span - (epoch - c.warmup_epochs)) / span
+
+    def _resize_fraction(self, epoch: int) -> float:
+        """schedule="resize": the fraction whose epoch costs what progressive resizing's epoch
+        costs. Progressive resizing trains every sample at side s (config.ramp_size, from the
+        tile's side canvas / sqrt(k), rounded down to 8 px, to the canvas side S over `ramp`):
+        (s / S)^2 of a full epoch's pixels. Mixing a fraction f costs 1 - f + f / k, so
+        f = (1 - (s / S)^2) / (1 - 1 / k), clipped to [0, 1]."""
+        c = self.config
+        side = min(self.canvas)
+        tile = max(8, int(side / math.sqrt(c.k)) // 8 * 8)
+        s = ramp_size(epoch, self.epochs, min(tile, side), side, c.ramp)
+        return min(1.0, max(0.0, (1.0 - (s / side) ** 2) / (1.0 - 1.0 / c.k)))
 
     def target_speedup_at(self, epoch: int) -> float:
         """The ideal speedup a mixing epoch's budget aims at: 1 / (1 - f + f / k) for mixing,
@@ -89,7 +113,10 @@ class MixController:
         if not c.enabled or (c.method == "mix" and c.k == 1):
             return "off"
         linear = c.schedule == "linear" and self.epochs is not None
-        if c.fraction is not None or (c.target_speedup is None and linear and c.method == "mix"):
+        if c.schedule == "resize" and c.method == "mix" and self.epochs is not None:
+            budget = (f"each epoch at progressive resizing's cost (fraction {self.fraction_at(0):.2f} at "
+                      f"first, none from {c.ramp[1]:.0%} of the run)")
+        elif c.fraction is not None or (c.target_speedup is None and linear and c.method == "mix"):
             budget = f"fraction {c.mix_fraction():g} " + ("in the first mixing epoch, decaying linearly"
                                                           if linear else "every mixing epoch")
         else:
@@ -126,7 +153,8 @@ class MixController:
         seen = keep & ~np.isnan(losses)
         stats = {"epoch": epoch, "mixing_epoch": False, "threshold": None, "candidates": 0,
                  "self_corrected": 0, "target_speedup": 1.0, "budget_met": True}
-        if not self.is_mixing_epoch(epoch) or not seen.any():
+        needs_loss = c.selection == "loss" or c.method == "prune"
+        if not self.is_mixing_epoch(epoch) or not (seen.any() if needs_loss else keep.any()):
             order = rng.permutation(np.flatnonzero(keep))
             plan = single_plan(epoch, order, self.canvas, rng.random(len(order)) < 0.5)
             plan.stats = self._finish_stats(stats, plan)
@@ -134,12 +162,15 @@ class MixController:
 
         k = c.k
         f = self.fraction_at(epoch)
-        threshold = float(np.mean(losses[seen]) if c.threshold == "mean" else np.median(losses[seen]))
+        threshold = (float(np.mean(losses[seen]) if c.threshold == "mean" else np.median(losses[seen]))
+                     if seen.any() else float("nan"))
         if c.selection == "loss":
             candidates = seen & (losses <= threshold)
-        else:
+        elif c.method == "prune":
             candidates = seen.copy()
-        if c.self_correct:
+        else:  # random, lowest (a sample with no loss yet comes after every seen one)
+            candidates = keep.copy()
+        if c.self_correct and seen.any():
             corrected = seen & mixed_last & (losses > threshold)
             candidates &= ~corrected
             stats["self_corrected"] = int(corrected.sum())
@@ -148,7 +179,11 @@ class MixController:
             return self._prune_plan(epoch, rng, keep, cand_idx, f, threshold, stats)
         budget = int(round(f * int(keep.sum()))) // k * k
         n_mix = min(budget, len(cand_idx) // k * k)
-        chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
+        if c.selection == "lowest":  # ties (equal losses) broken at random
+            by_loss = cand_idx[np.lexsort((rng.random(len(cand_idx)), losses[cand_idx]))]
+            chosen = rng.permutation(by_loss[:n_mix])
+        else:
+            chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
 
         groups = chosen.reshape(-1, k)
         shares = self.area_shares(losses[groups])
@@ -176,8 +211,8 @@ class MixController:
         plan = EpochPlan(epoch, self.canvas, members, np.take(all_boxes, order, axis=0),
                          np.take(all_shares, order, axis=0), flips.astype(np.uint8))
         target = self.target_speedup_at(epoch)
-        stats.update(mixing_epoch=True, threshold=threshold, candidates=int(len(cand_idx)),
-                     target_speedup=target, budget_met=n_mix >= budget)
+        stats.update(mixing_epoch=True, threshold=threshold if seen.any() else None,
+                     candidates=int(len(cand_idx)), target_speedup=target, budget_met=n_mix >= budget)
         n_keep = int(keep.sum())
         stats.update(samples=n_keep, composites=n_comp, mixed_samples=n_mix,
                      ideal_speedup=n_keep / max(1, n_comp))  # known counts: no pass over the plan
@@ -220,7 +255,13 @@ class MixController:
         g, k = group_losses.shape
         if c.gamma == 0 or g == 0:
             return np.full((g, k), 1.0 / k, np.float32)
-        w = np.power(np.maximum(group_losses.astype(np.float64), 0.0) + c.eps, c.gamma)
+        losses = group_losses.astype(np.float64)
+        unseen = np.isnan(losses)
+        if unseen.any():  # a sample with no loss yet weighs as its group's mean (all unseen: equal)
+            seen_n = (~unseen).sum(1, keepdims=True)
+            mean = np.where(seen_n > 0, np.where(unseen, 0.0, losses).sum(1, keepdims=True) / np.maximum(seen_n, 1), 0.0)
+            losses = np.where(unseen, mean, losses)
+        w = np.power(np.maximum(losses, 0.0) + c.eps, c.gamma)
         shares = w / w.sum(1, keepdims=True)
         return _clip_shares(shares, c.share_min, c.share_max).astype(np.float32)
 

@@ -372,17 +372,20 @@ class RegionPoolModel(nn.Module):
         for g, (th, tw) in enumerate(uniq.tolist()):
             sel = (inverse == g).nonzero().flatten()
             b_sel, j_sel = bi[sel], ji[sel]
-            ys, xs = host[b_sel, j_sel, 0], host[b_sel, j_sel, 1]
-            rows = (ys[:, None] + torch.arange(th))[:, :, None]
-            cols = (xs[:, None] + torch.arange(tw))[:, None, :]
             dev = x.device
             # host index tensors go up without a stream sync (non_blocking: pageable memory is
             # staged by the driver, so this is safe), then (m, th, tw, C) by one gather, then
             # back to (m, C, th, tw)
             b_dev, j_dev = b_sel.to(dev, non_blocking=True), j_sel.to(dev, non_blocking=True)
-            tiles = x.permute(0, 2, 3, 1)[b_dev[:, None, None], rows.to(dev, non_blocking=True),
-                                          cols.to(dev, non_blocking=True)]
-            tiles = tiles.permute(0, 3, 1, 2)
+            if (th, tw) == tuple(x.shape[-2:]):  # whole canvases (unmixed samples): no gather
+                tiles = x if len(b_sel) == n else x.index_select(0, b_dev)
+            else:
+                ys, xs = host[b_sel, j_sel, 0], host[b_sel, j_sel, 1]
+                rows = (ys[:, None] + torch.arange(th))[:, :, None]
+                cols = (xs[:, None] + torch.arange(tw))[:, None, :]
+                tiles = x.permute(0, 2, 3, 1)[b_dev[:, None, None], rows.to(dev, non_blocking=True),
+                                              cols.to(dev, non_blocking=True)]
+                tiles = tiles.permute(0, 3, 1, 2)
             tiles = tiles.contiguous(memory_format=torch.channels_last if channels_last
                                      else torch.contiguous_format)
             logits = self._head(self.model, self._features(self.model, tiles).mean(dim=(2, 3)))

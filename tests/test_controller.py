@@ -302,20 +302,51 @@ def test_random_selection_mixes_above_threshold_samples_too():
     assert 0.35 < above < 0.65   # about as often as their share of the table (one half)
 
 
-@pytest.mark.parametrize("selection", ["loss", "random"])
-def test_never_seen_sample_is_never_mixed(selection):
+def test_loss_selection_never_mixes_a_sample_it_has_no_loss_for():
     n = 2000
     rng = np.random.default_rng(2)
     losses = rng.random(n).astype(np.float32) * 0.1
     unseen = rng.random(n) < 0.2
     losses[unseen] = np.nan
-    ctl = _ctl(n, k=2, fraction=1.0, selection=selection)
+    ctl = _ctl(n, k=2, fraction=1.0, selection="loss")
     for epoch in range(1, 6):
         plan = ctl.plan(epoch, losses)
         _check_well_formed(plan, np.ones(n, bool))
         assert not unseen[_mixed_ids(plan)].any()
         assert np.isfinite(plan.stats["threshold"])
         assert plan.n_mixed_samples > 0
+
+
+@pytest.mark.parametrize("selection", ["random", "lowest"])
+def test_random_and_lowest_selection_mix_from_epoch_0_without_any_loss(selection):
+    n = 2000
+    ctl = _ctl(n, k=4, fraction=0.5, selection=selection, warmup_epochs=0, self_correct=False)
+    plan = ctl.plan(0)  # no loss table at all: nothing has been seen
+    _check_well_formed(plan, np.ones(n, bool))
+    assert plan.n_mixed_samples == 1000 and plan.stats["threshold"] is None
+    # and with a part seen: "random" mixes unseen ones too, "lowest" only after every seen one
+    losses = np.random.default_rng(4).random(n).astype(np.float32)
+    unseen = np.zeros(n, bool)
+    unseen[::5] = True
+    losses[unseen] = np.nan
+    mixed_unseen = unseen[_mixed_ids(ctl.plan(1, losses))].sum()
+    assert mixed_unseen == 0 if selection == "lowest" else mixed_unseen > 0
+
+
+def test_lowest_selection_mixes_the_lowest_losses_first():
+    n = 4000
+    losses = np.random.default_rng(5).random(n).astype(np.float32)
+    ctl = _ctl(n, k=4, fraction=0.3, selection="lowest", self_correct=False)
+    plan = ctl.plan(1, losses)
+    mixed = _mixed_ids(plan)
+    assert len(mixed) == 1200
+    np.testing.assert_array_equal(mixed, np.sort(np.argsort(losses)[:1200]))
+    # grouped at random, not in loss order: partners are not neighbours in the ranking
+    rank = np.empty(n, np.int64)
+    rank[np.argsort(losses)] = np.arange(n)
+    groups = plan.members[_mixed_rows(plan)]
+    spread = rank[groups].max(1) - rank[groups].min(1)
+    assert np.median(spread) > 300
 
 
 # ------------------------------------------------------------------ adaptive ratio and layout
@@ -686,7 +717,7 @@ def test_shard_batches_rejects_bad_arguments(kwargs, err):
     (dict(k=3, target_speedup=0.9), "0.9"),
     (dict(target_speedup=float("nan")), "nan"),
     (dict(fraction=0.5, target_speedup=1.5), "target_speedup"),
-    (dict(selection="lowest"), "'lowest'"),
+    (dict(selection="highest"), "'highest'"),
     (dict(selection="Loss"), "'Loss'"),
     (dict(threshold="p90"), "'p90'"),
     (dict(k=4, share_min=0.3), "share_min=0.3"),
@@ -738,6 +769,43 @@ def test_linear_schedule_decays_the_fraction_to_zero_over_the_mixing_epochs():
     assert [ctl.fraction_at(e) for e in range(1, 9)] == pytest.approx(expected[1:9])
 
 
+@pytest.mark.parametrize("side,epochs,k", [(64, 6, 4), (32, 8, 4), (224, 16, 4), (160, 10, 2), (64, 12, 3)])
+def test_resize_schedule_costs_what_progressive_resizing_costs_every_epoch(side, epochs, k):
+    from mixtrain_dali.config import DataConfig
+
+    n = 4096
+    ctl = _ctl(n, epochs=epochs, canvas=(side, side), k=k, schedule="resize", target_speedup=None,
+               selection="random", warmup_epochs=0, final_full_fraction=0.0, self_correct=False)
+    tile = max(8, int(side / k ** 0.5) // 8 * 8)
+    progressive = DataConfig(image_size=side, min_image_size=tile, resize_ramp=[0.0, 0.75])
+    losses = np.random.default_rng(6).random(n).astype(np.float32)
+    for epoch in range(epochs):
+        cost = (progressive.image_size_at(epoch, epochs) / side) ** 2  # pixels vs a full epoch
+        plan = ctl.plan(epoch, losses)
+        _check_well_formed(plan, np.ones(n, bool))
+        mixed = plan.n_mixed_samples / n
+        # whole groups of k: the plan's cost is within one group of progressive resizing's
+        assert (1 - mixed + mixed / k) == pytest.approx(cost if cost >= 1 / k else 1 / k, abs=k / n)
+        assert ctl.is_mixing_epoch(epoch) == (cost < 1)
+    assert ctl.fraction_at(0) == 1.0 and not ctl.is_mixing_epoch(epochs - 1)
+
+
+def test_resize_schedule_is_checked_and_described():
+    with pytest.raises(UserError, match="schedule='resize' sets every epoch's fraction"):
+        _cfg(schedule="resize", fraction=0.5)
+    with pytest.raises(UserError, match="schedule='resize' is for mixing"):
+        MixConfig(enabled=True, method="prune", schedule="resize")
+    with pytest.raises(UserError, match=r"ramp=\[0.8, 0.2\]"):
+        MixConfig(enabled=True, schedule="resize", ramp=[0.8, 0.2])
+    with pytest.raises(UserError, match="selection='hardest'; valid: random, loss, lowest"):
+        _cfg(selection="hardest")
+    with pytest.raises(UserError, match="schedule='resize' follows the run's length: give epochs="):
+        MixController(MixConfig(enabled=True), 100, (64, 64))  # the default schedule, no run length
+    words = MixController(MixConfig(enabled=True, schedule="resize", warmup_epochs=0), 100, (64, 64),
+                          epochs=8).describe()
+    assert "progressive resizing's cost" in words and "epochs 1-6 of 8 mix" in words
+
+
 def test_flat_schedule_keeps_one_fraction():
     ctl = _ctl(1000, epochs=10, k=2, fraction=0.5)
     assert {ctl.fraction_at(e) for e in range(1, 9)} == {0.5}
@@ -763,7 +831,17 @@ def test_linear_target_speedup_is_met_on_average_over_the_mixing_epochs():
 
 def test_package_defaults_mix_everything_first_then_decay():
     cfg = MixConfig(enabled=True)
-    assert (cfg.schedule, cfg.selection, cfg.mix_fraction()) == ("linear", "random", 1.0)
+    assert (cfg.schedule, cfg.selection, cfg.mix_fraction()) == ("resize", "random", 1.0)
+    assert (cfg.warmup_epochs, cfg.final_full_fraction, cfg.self_correct) == (0, 0.0, False)
+    # a budget given, or pruning, means the linear schedule, with its warm-up and unmixed end
+    for cfg in (MixConfig(enabled=True, target_speedup=1.6), MixConfig(enabled=True, fraction=0.5),
+                MixConfig(enabled=True, method="prune")):
+        assert (cfg.schedule, cfg.warmup_epochs, cfg.final_full_fraction, cfg.self_correct) == \
+            ("linear", 1, 0.125, True)
+    # explicit values win over the schedule's
+    cfg = MixConfig(enabled=True, warmup_epochs=2, final_full_fraction=0.25, self_correct=True)
+    assert (cfg.schedule, cfg.warmup_epochs, cfg.final_full_fraction, cfg.self_correct) == \
+        ("resize", 2, 0.25, True)
 
 
 def test_describe_says_the_mixing_plan_in_words():
@@ -774,9 +852,12 @@ def test_describe_says_the_mixing_plan_in_words():
     linear = words(enabled=True, k=4, target_speedup=1.6)
     assert linear.startswith("k=4, linear schedule, target speedup x1.6 on average") and "epochs 2-8 of 10 mix" in linear
     default = words(enabled=True, k=4)
-    assert "fraction 1 in the first mixing epoch, decaying" in default and "(the first at ideal x4.00)" in default
+    assert default.startswith("k=4, resize schedule, each epoch at progressive resizing's cost")
+    assert "epochs 1-8 of 10 mix (the first at ideal x4.00)" in default
+    linear = words(enabled=True, k=4, schedule="linear")
+    assert "fraction 1 in the first mixing epoch, decaying" in linear and "(the first at ideal x4.00)" in linear
     assert "fraction 0.5 every mixing epoch" in words(enabled=True, k=2, fraction=0.5, schedule="flat")
-    assert words(enabled=True, k=4, epochs=2).endswith("but no epoch of 2 mixes")
+    assert words(enabled=True, k=4, epochs=2, schedule="linear").endswith("but no epoch of 2 mixes")
     assert words(enabled=True, method="prune", target_speedup=1.6, schedule="flat").startswith("pruning")
 
 
@@ -798,3 +879,14 @@ def test_pruning_every_candidate_plans_and_describes_without_dividing_by_zero():
     plan = ctl.plan(1, np.linspace(0, 1, 100).astype(np.float32))
     assert plan.stats["target_speedup"] == float("inf") and plan.stats["pruned_samples"] > 0
     assert ctl.describe().startswith("pruning") and "xinf" in ctl.describe()
+
+
+def test_adaptive_shares_of_never_seen_samples_are_finite():
+    ctl = MixController(MixConfig(enabled=True, k=2, gamma=1.0), 4, CANVAS, epochs=4)
+    shares = ctl.area_shares(np.array([[np.nan, np.nan], [np.nan, 1.0], [3.0, 1.0]], np.float32))
+    assert np.isfinite(shares).all()
+    np.testing.assert_allclose(shares.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(shares[:2], 0.5)  # unseen: equal, or the group's mean loss
+    assert shares[2, 0] > shares[2, 1]
+    plan = ctl.plan(0)  # epoch 0 mixes with no loss measured (random selection, resize)
+    assert plan.n_mixed_samples == 4 and np.isfinite(plan.shares).all()
