@@ -81,7 +81,8 @@ def recipe(args, device: str) -> dict:
         r["train"]["lr"] = args.lr
     # a flat budget: every mixing epoch plans the same speedup, so epochs can be compared
     # B composites a step (keep_steps off): a mixing epoch takes fewer steps, the speedup measured
-    r["mix"].update(k=args.k, schedule="flat", selection="loss", keep_steps=False)
+    r["mix"].update(k=args.k, schedule="flat", selection="loss", keep_steps=False, warmup_epochs=1,
+                    final_full_fraction=0.125)
     return r
 
 

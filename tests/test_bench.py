@@ -102,7 +102,10 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     assert (b.k, b.schedule, b.tile_scale, b.loss_norm, b.selection, b.gamma, b.isolate) == \
         (defaults.k, defaults.schedule, defaults.tile_scale, defaults.loss_norm, defaults.selection,
          defaults.gamma, defaults.isolate)
-    assert c["mix_steps"].mix == b  # the research's winner is the package default
+    assert c["mix_resize"].mix == b  # the research's winner is the package default
+    steps = c["mix_steps"].mix  # the previous defaults: linear after a warm-up epoch
+    assert (steps.schedule, steps.warmup_epochs, steps.final_full_fraction, steps.self_correct,
+            steps.isolate, steps.keep_steps) == ("linear", 1, 0.125, True, True, True)
     assert not c["mix_apart"].mix.keep_steps and not v0.keep_steps
     d = c["naive_mix"]
     assert (d.mix.selection, d.mix.gamma, d.mix.self_correct, d.train.region_pooling) == \
@@ -110,9 +113,9 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
     assert c["prune"].mix.method == "prune" and c["prune"].mix.target_speedup == 1.6
     assert c["mix_norm"].mix.loss_norm == "composite" and c["mix_scale"].mix.tile_scale == 1.0
     assert c["mix_linear"].mix.schedule == "linear" and c["mix_k2"].mix.k == 2
-    for key in ("mix_apart", "mix_apart_norm"):  # the defaults, equal shares, tiles apart
+    for key in ("mix_apart", "mix_apart_norm"):  # the previous defaults, equal shares, tiles apart
         a = c[key].mix
-        assert (a.isolate, a.gamma, a.schedule, a.selection) == (True, 0.0, b.schedule, b.selection)
+        assert (a.isolate, a.gamma, a.schedule, a.selection) == (True, 0.0, "linear", b.selection)
     assert c["mix_apart_norm"].mix.loss_norm == "composite" and c["mix_apart"].mix.loss_norm == b.loss_norm
     for key, cfg in c.items():  # everything else is the demo's
         assert cfg.train.lr == c["baseline"].train.lr
@@ -185,6 +188,14 @@ def test_demo_quick_records_baseline_mixtrain_and_training_less(tmp_path):
     assert (out / "demo_cpu_quick.png").stat().st_size > 0 and result["settings"]["device"] == "cpu"
     assert {"baseline", "mixtrain", "train_less"} <= set(result["summary"])
     assert result["summary"]["train_less"]["epochs"] <= result["summary"]["baseline"]["epochs"]
+
+
+def test_demo_train_less_fits_mixtrains_time_and_never_exceeds_the_baseline():
+    from mixtrain_dali.demo import less_epochs
+
+    assert less_epochs(15, 36.7, 29.1) == 12   # the recorded demo: 15 x 29.1 / 36.7
+    assert less_epochs(3, 1.4, 1.6) == 3       # MixTrain slower (a noisy quick run): the baseline
+    assert less_epochs(10, 10.0, 0.1) == 1     # at least one epoch
 
 
 def test_plan_takes_the_common_quick_and_out_dir_flags(tmp_path, capsys):

@@ -7,8 +7,8 @@ must appear exactly once, at the start of a line, in every runnable block:
 
     root = ...        ->  root = "<tmp>/data"   (write_train_val: train 3 x 32, val 3 x 4
                                                  solid-colour PNGs of 24-89 px)
-    epochs = ...      ->  epochs = 3            (epoch 1 of 3 is a mixing epoch: one warm-up
-                                                 epoch, one final unmixed epoch)
+    epochs = ...      ->  epochs = 3            (the default resize schedule mixes in all 3
+                                                 epochs: shares 1, 0.81 and 0.31 of the samples)
     image_size = ...  ->  image_size = 32       (ResNet-50 at 224 px is too slow on a CPU)
 
 The device is whatever the block's own `device = "cuda" if torch.cuda.is_available() else
