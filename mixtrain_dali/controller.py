@@ -52,6 +52,11 @@ class MixController:
                             "TrainLoader(..., epochs=E)), or use schedule='linear' or 'flat'")
         self._warned_budget = False  # the shortfall below is said once a run, not every epoch
 
+    @property
+    def _resizes(self) -> bool:
+        """schedule="resize" with the run's length known (MixConfig refuses it for pruning)."""
+        return self.config.schedule == "resize" and self.epochs is not None
+
     # -- schedule ---------------------------------------------------------------------
     def final_full_epochs(self) -> int:
         if self.epochs is None:
@@ -65,7 +70,7 @@ class MixController:
             return False
         if self.epochs is None:
             return True
-        if c.schedule == "resize" and c.method == "mix" and self._resize_fraction(epoch) <= 0:
+        if self._resizes and self._resize_fraction(epoch) <= 0:
             return False  # the ramp has reached the canvas: nothing to mix
         return epoch < self.epochs - self.final_full_epochs()
 
@@ -76,7 +81,7 @@ class MixController:
         the one whose mean over the M epochs meets the target speedup."""
         c = self.config
         f = c.mix_fraction()
-        if c.schedule == "resize" and c.method == "mix" and self.epochs is not None:
+        if self._resizes:
             return self._resize_fraction(epoch)
         if c.schedule != "linear" or self.epochs is None:
             return f
@@ -113,7 +118,7 @@ class MixController:
         if not c.enabled or (c.method == "mix" and c.k == 1):
             return "off"
         linear = c.schedule == "linear" and self.epochs is not None
-        if c.schedule == "resize" and c.method == "mix" and self.epochs is not None:
+        if self._resizes:
             budget = (f"each epoch at progressive resizing's cost (fraction {self.fraction_at(0):.2f} at "
                       f"first, none from {c.ramp[1]:.0%} of the run)")
         elif c.fraction is not None or (c.target_speedup is None and linear and c.method == "mix"):
@@ -258,8 +263,7 @@ class MixController:
         losses = group_losses.astype(np.float64)
         unseen = np.isnan(losses)
         if unseen.any():  # a sample with no loss yet weighs as its group's mean (all unseen: equal)
-            seen_n = (~unseen).sum(1, keepdims=True)
-            mean = np.where(seen_n > 0, np.where(unseen, 0.0, losses).sum(1, keepdims=True) / np.maximum(seen_n, 1), 0.0)
+            mean = np.nansum(losses, 1, keepdims=True) / np.maximum((~unseen).sum(1, keepdims=True), 1)
             losses = np.where(unseen, mean, losses)
         w = np.power(np.maximum(losses, 0.0) + c.eps, c.gamma)
         shares = w / w.sum(1, keepdims=True)
