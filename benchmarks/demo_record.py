@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     md = common.header("Demo: baseline, MixTrain and training less, on the synthetic dataset",
                        f"`mixtrain demo`: {recipe['train']['arch']} at {recipe['data']['image_size']} px, "
                        f"{recipe['train']['epochs']} epochs, batch {recipe['data']['batch_size']}, "
-                       f"MixTrain k={recipe['mix']['k']} at target x{recipe['mix']['target_speedup']} "
-                       f"({recipe['mix']['schedule']} schedule); "
+                       f"MixTrain k={recipe['mix']['k']}, {_budget(recipe['mix'])}; "
                        "wall time = the sum of the epochs' training-loop times",
                        machine, when, command, headline)
     md += table + "\n\nIdeal speedup of each MixTrain epoch's plan: " + ", ".join(
@@ -71,6 +70,17 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     common.write_results(out, stem, result, md)
     print(md)
     return result
+
+
+def _budget(mix: dict) -> str:
+    """How the recipe sets each epoch's mixed share, in words."""
+    if mix["schedule"] == "resize":
+        return "resize schedule (each epoch costs what progressive resizing's epoch costs)"
+    if mix.get("fraction") is not None:
+        return f"{mix['schedule']} schedule, fraction {mix['fraction']:g}"
+    if mix.get("target_speedup") is not None:
+        return f"{mix['schedule']} schedule, target x{mix['target_speedup']:g}"
+    return f"{mix['schedule']} schedule, default budget"
 
 
 if __name__ == "__main__":

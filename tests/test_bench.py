@@ -3,12 +3,16 @@ writes its JSON, Markdown table and PNG with every variant and sane numbers."""
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
 from mixtrain_dali import bench
 from mixtrain_dali.cli import main
 from mixtrain_dali.errors import UserError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scripts' modules
 
 
 def _bench(tmp_path, name, *extra):
@@ -188,6 +192,46 @@ def test_demo_quick_records_baseline_mixtrain_and_training_less(tmp_path):
     assert (out / "demo_cpu_quick.png").stat().st_size > 0 and result["settings"]["device"] == "cpu"
     assert {"baseline", "mixtrain", "train_less"} <= set(result["summary"])
     assert result["summary"]["train_less"]["epochs"] <= result["summary"]["baseline"]["epochs"]
+
+
+def test_demo_record_says_how_the_recipe_budgets_mixing():
+    import demo_record
+
+    assert demo_record._budget({"schedule": "resize", "fraction": None, "target_speedup": None}).startswith(
+        "resize schedule")
+    assert demo_record._budget({"schedule": "linear", "fraction": 0.5, "target_speedup": None}) == \
+        "linear schedule, fraction 0.5"
+    assert demo_record._budget({"schedule": "flat", "fraction": None, "target_speedup": 1.6}) == \
+        "flat schedule, target x1.6"
+    assert "None" not in demo_record._budget({"schedule": "linear", "fraction": None, "target_speedup": None})
+
+
+def test_detail_sensitivity_quick_evaluates_every_view_of_every_synthetic_composition(tmp_path):
+    import detail_sensitivity
+
+    result = detail_sensitivity.main(["--quick", "--device", "cpu", "--no-progress", "--out-dir",
+                                      str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),
+                                      "--runs-dir", str(tmp_path / "runs")])
+    rows = result["rows"]
+    assert set(rows) == set(detail_sensitivity.compositions())
+    for row in rows.values():
+        for view in ("top1_full", "top1_half", "top1_quarter"):
+            assert 0 <= row[view] <= 100
+        assert row["drop_half"] == pytest.approx(row["top1_full"] - row["top1_half"])
+        assert row["val_images"] == 10 * 3  # every val image of the 10 linked classes, 3 each
+    comps = detail_sensitivity.compositions()
+    assert sum("fine" in c for c in comps["synthetic, default 10 (3 fine pairs)"]) == 3
+    assert sum("fine" in c for c in comps["synthetic, no fine pair"]) == 0
+    md = (tmp_path / "out" / "detail_sensitivity_cpu_quick.md").read_text()
+    assert md.startswith("# Detail sensitivity") and "| synthetic, 1 fine pair |" in md
+
+
+@pytest.mark.parametrize("spec", ["nodir", "x=", "x=/no/such/dir", "x=.:64:six", "x=.:1:2:3"])
+def test_detail_sensitivity_refuses_a_bad_data_spec_in_one_line(spec):
+    import detail_sensitivity
+
+    with pytest.raises(UserError, match="--data"):
+        detail_sensitivity.parse_data(spec)
 
 
 def test_demo_train_less_fits_mixtrains_time_and_never_exceeds_the_baseline():
