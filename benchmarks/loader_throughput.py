@@ -14,7 +14,9 @@ Same JPEGs (ImageNet-like size and compression), same output (RandomResizedCrop 
                 in the graph (DALI's auto_aug), the cost of a modern recipe's augmentation
 
 Each repeat is one pass over the data, timed end to end (with torch.cuda.synchronize() on a
-GPU); warm-up passes are excluded; the median of the repeats is reported. Every batch is
+GPU); warm-up passes are excluded; the median of the repeats is reported. On the CPU the
+variants are timed in 3 rounds, each timing every loader in turn (2 passes each), so a slow
+spell of a shared machine is spread over all of them; ours / plain DALI is also given per round. Every batch is
 touched on the device (one element summed, no host sync) so lazy work is counted.
 """
 
@@ -41,8 +43,11 @@ VARIANTS = {
     "mixtrain_randaug": "MixTrain TrainLoader, mixing off, RandAugment n=2 m=9",
 }
 RANDAUG = {"auto_augment": "randaugment", "rand_n": 2, "rand_m": 9}
-FULL = {"cpu": {"n": 2048, "repeats": 5}, "gpu": {"n": 16384, "repeats": 5}}
-QUICK = {"n": 128, "size": [112, 128], "image_size": 64, "batch_size": 16, "repeats": 3, "warmup": 1}
+# cpu: 3 rounds of 2 timed passes each; a round times every variant once, in turn, so a slow
+# spell of a shared machine hits all of them rather than the one that happened to be running
+FULL = {"cpu": {"n": 2048, "repeats": 2, "rounds": 3}, "gpu": {"n": 16384, "repeats": 5, "rounds": 1}}
+QUICK = {"n": 128, "size": [112, 128], "image_size": 64, "batch_size": 16, "repeats": 3, "warmup": 1,
+         "rounds": 1}
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
 
@@ -60,7 +65,11 @@ def build_parser(prog: str | None = None):
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"batch size (default 256; {QUICK['batch_size']} with --quick)")
     p.add_argument("--repeats", type=int, default=None,
-                   help=f"timed passes per variant (default 5; {QUICK['repeats']} with --quick)")
+                   help=f"timed passes per variant and round (default {FULL['cpu']['repeats']} on cpu, "
+                        f"{FULL['gpu']['repeats']} on gpu; {QUICK['repeats']} with --quick)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"rounds, each timing every variant in turn (default {FULL['cpu']['rounds']} on cpu, "
+                        f"{FULL['gpu']['rounds']} on gpu, 1 with --quick); figures are medians over all of them")
     p.add_argument("--warmup", type=int, default=None, help="untimed passes first (default 1)")
     p.add_argument("--threads", type=int, default=0, help="DALI CPU threads (default 0 = cores)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default cores)")
@@ -80,6 +89,7 @@ def settings_from(args, device: str) -> dict:
         "image_size": args.image_size or (QUICK["image_size"] if q else 224),
         "batch_size": args.batch_size or (QUICK["batch_size"] if q else 256),
         "repeats": args.repeats or (QUICK["repeats"] if q else FULL[device]["repeats"]),
+        "rounds": args.rounds or (QUICK["rounds"] if q else FULL[device]["rounds"]),
         "warmup": QUICK["warmup"] if args.warmup is None else args.warmup,
         "dali_threads": args.threads or cores,
         "workers": cores if args.workers is None else args.workers,
@@ -90,7 +100,7 @@ def settings_from(args, device: str) -> dict:
     }
     from mixtrain_dali.errors import UserError
 
-    for key in ("n", "image_size", "batch_size", "repeats"):
+    for key in ("n", "image_size", "batch_size", "repeats", "rounds"):
         if s[key] < 1:
             raise UserError(f"--{key.replace('_', '-')}={s[key]} must be >= 1")
     if s["warmup"] < 0 or s["workers"] < 0 or s["dali_threads"] < 1:
@@ -231,7 +241,8 @@ def one_pass(epoch, dev, sync, check) -> dict:
     return {"time_s": elapsed, "source_images": source, "outputs": outputs, "batches": batches}
 
 
-def measure(name, root, s, dev, progress: bool) -> dict:
+def measure(name, root, s, dev, progress: bool, desc: str = "") -> dict:
+    """One round of `name`: build the loader, `warmup` untimed passes, `repeats` timed ones."""
     import torch
     from tqdm import tqdm
 
@@ -241,30 +252,47 @@ def measure(name, root, s, dev, progress: bool) -> dict:
     setup = time.perf_counter() - t0
     runs = []
     total = s["warmup"] + s["repeats"]
-    for i in tqdm(range(total), desc=f"{name:>12}", disable=not progress, leave=False):
+    for i in tqdm(range(total), desc=f"{name:>12}{desc}", disable=not progress, leave=False):
         r = one_pass(epoch, dev, sync, lambda images: _check_batch(name, images, dev, s))
         if r["source_images"] != s["n"]:
             raise RuntimeError(f"{name}: a pass delivered {r['source_images']} of {s['n']} images")
         if i >= s["warmup"]:
             runs.append(r)
-    plan_stats = stats()
+    return {"runs": runs, "setup_s": setup, "plan_stats": stats()}
+
+
+def summarize(name, s, rounds: list[dict]) -> dict:
+    """Figures of `name` over all its rounds' timed passes (medians)."""
+    runs = [r for rnd in rounds for r in rnd["runs"]]
     times = [r["time_s"] for r in runs]
     med = common.median(times)
     out = {
         "label": VARIANTS[name],
         "images_per_s": s["n"] / med,
         "images_per_s_runs": [s["n"] / t for t in times],
+        "images_per_s_rounds": [s["n"] / common.median([r["time_s"] for r in rnd["runs"]]) for rnd in rounds],
         "outputs_per_s": runs[0]["outputs"] / med,
         "time_s_median": med, "time_s_runs": times,
         "source_images": runs[0]["source_images"], "outputs": runs[0]["outputs"],
-        "batches": runs[0]["batches"], "setup_s": setup,
+        "batches": runs[0]["batches"], "setup_s": rounds[0]["setup_s"],
     }
+    plan_stats = rounds[0]["plan_stats"]
     if plan_stats:
         out["ideal_speedup"] = plan_stats.get("ideal_speedup")
         out["mixed_samples"] = plan_stats.get("mixed_samples")
         out["composites"] = runs[0]["outputs"]
         out["composites_per_s"] = out["outputs_per_s"]
     return out
+
+
+def ours_vs_plain(variants: dict) -> dict | None:
+    """Our loader (mixing off) / plain DALI: per round (each the ratio of the round's medians,
+    timed minutes apart at most) and the median of those; None without both variants."""
+    if "mixtrain_off" not in variants or "dali_plain" not in variants:
+        return None
+    rounds = [a / b for a, b in zip(variants["mixtrain_off"]["images_per_s_rounds"],
+                                    variants["dali_plain"]["images_per_s_rounds"])]
+    return {"rounds": rounds, "median": common.median(rounds)}
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
@@ -280,11 +308,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     root = common.benchmark_jpegs(common.data_dir(args), s["n"], s["size_range"], s["quality"],
                                   progress=not args.no_progress)
 
-    variants = {}
-    for name in s["variants"]:  # torchvision first: its workers fork before DALI starts threads
-        print(f"timing {name}: {VARIANTS[name]} ...", flush=True)
-        variants[name] = measure(name, root, s, dev, progress=not args.no_progress)
-        gc.collect()  # the loader's workers and pipelines go before the next one is timed
+    rounds: dict[str, list[dict]] = {name: [] for name in s["variants"]}
+    for r in range(s["rounds"]):
+        for name in s["variants"]:  # torchvision first: its workers fork before DALI starts threads
+            print(f"timing {name}: {VARIANTS[name]}" + (f" (round {r + 1} of {s['rounds']})" if s["rounds"] > 1
+                                                       else "") + " ...", flush=True)
+            rounds[name].append(measure(name, root, s, dev, progress=not args.no_progress,
+                                        desc=f" {r + 1}/{s['rounds']}" if s["rounds"] > 1 else ""))
+            gc.collect()  # the loader's workers and pipelines go before the next one is timed
+    variants = {name: summarize(name, s, rnds) for name, rnds in rounds.items()}
+    ratio = ours_vs_plain(variants)
 
     ref = variants.get("torchvision")
     for v in variants.values():
@@ -295,17 +328,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
     result = {"benchmark": NAME, "title": "Loader throughput", "date": when, "command": command,
               "argv": argv, "process_command": " ".join(sys.argv), "machine": machine,
-              "settings": s, "data": str(root), "variants": variants}
+              "settings": s, "data": str(root), "variants": variants, "mixtrain_off_vs_dali_plain": ratio}
     table = _table(variants)
     summary = "source images/s: " + ", ".join(
         f"{VARIANTS[k]} {v['images_per_s']:.0f}"
         + (f" ({v['vs_torchvision']:.2f}x)" if ref and k != "torchvision" else "")
         for k, v in variants.items())
+    if ratio:
+        summary += (f"; mixing off / plain DALI {ratio['median']:.2f} (median of the rounds: "
+                    + ", ".join(f"{x:.2f}" for x in ratio["rounds"]) + ")")
     if "vs_mixtrain_off" in variants.get("mixtrain_randaug", {}):
         summary += f"; RandAugment {variants['mixtrain_randaug']['vs_mixtrain_off']:.2f}x mixing off"
     md = common.header(
         f"Loader throughput, {device.upper()}" + (" (quick)" if s["quick"] else ""),
-        f"images/s delivered to the training device ({device}), median of {s['repeats']} passes over "
+        f"images/s delivered to the training device ({device}), median of {s['repeats'] * s['rounds']} passes "
+        f"({s['rounds']} round(s) of {s['repeats']}, each round timing every variant in turn) over "
         f"{s['n']} JPEGs of {s['size_range'][0]}-{s['size_range'][1]} px (quality {s['quality']}), "
         f"RandomResizedCrop {s['image_size']} + flip + normalise, batch {s['batch_size']}, "
         f"{s['dali_threads']} DALI threads / {s['workers']} DataLoader workers",
@@ -354,6 +391,9 @@ def _notes(s: dict) -> str:
         "- Each pass includes what the loader does once per epoch (our TrainLoader plans the epoch and "
         "resets its DALI pipeline, built once); warm-up passes and the first batch are not timed.",
         "- DataLoader workers are persistent; memory is pinned only with a GPU.",
+        f"- Rounds: {s['rounds']}. Each round builds every loader anew, runs {s['warmup']} untimed and "
+        f"{s['repeats']} timed pass(es) of it, then the next variant; a ratio of two loaders is most "
+        "trustworthy within a round (the machine's speed drifts between rounds on shared hosts).",
     ]) + "\n"
 
 

@@ -84,6 +84,20 @@ class PathList(Sequence):
         """Path `i` as a uint8 array (what DALI's file reader takes)."""
         return np.frombuffer(self.prefix + self.rel(i), np.uint8)
 
+    def encoded_batch(self, ids) -> np.ndarray:
+        """Paths `ids` as one (n, L) uint8 array, each row a path padded with NUL bytes, built
+        by numpy indexing alone. DALI takes a dense batch without a per-sample check, and its
+        file reader opens the name up to the first NUL, which no POSIX path contains."""
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        starts, lens = self.offsets[ids], self.offsets[ids + 1] - self.offsets[ids]
+        width = int(lens.max()) if len(ids) else 0
+        cols = np.arange(width)
+        rel = self.buf[np.minimum(starts[:, None] + cols, max(len(self.buf) - 1, 0))] if len(self.buf) else \
+            np.zeros((len(ids), width), np.uint8)
+        rel[cols >= lens[:, None]] = 0
+        prefix = np.broadcast_to(np.frombuffer(self.prefix, np.uint8), (len(ids), len(self.prefix)))
+        return np.concatenate([prefix, rel], axis=1)
+
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
@@ -164,7 +178,8 @@ class ImageFolderIndex:
     @property
     def path_bytes(self) -> tuple[np.ndarray, np.ndarray]:
         """Paths as a zero-padded `(N, L)` uint8 array and their lengths, built once (the
-        loaders read `paths.encoded(i)` instead: this array is N times the longest path)."""
+        loaders build one batch's rows at a time, `paths.encoded_batch(ids)`: this array is N
+        times the longest path)."""
         if self._path_bytes is None:
             p, n = self.paths.prefix, len(self)
             lens = np.diff(self.paths.offsets) + len(p)

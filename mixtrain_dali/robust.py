@@ -142,17 +142,23 @@ class FileWatch:
     def __init__(self, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray):
         self.paths, self.sizes, self.mtimes = paths, sizes, mtimes
         self.checked: int | None = None
+        self._path = None  # i -> path as bytes (no decoding), made on first use
 
     def changed(self, ids) -> dict[int, str]:
-        found: dict[int, str] = {}
-        for i in ids:
-            i = int(i)
+        if self._path is None:
+            self._path = _bytes_getter(self.paths)
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        stats = np.full((2, len(ids)), -1, np.int64)  # size, mtime; -1: stat failed
+        stat, path = os.stat, self._path
+        for j, i in enumerate(ids.tolist()):  # the stat calls; comparing is vectorised below
             try:
-                st = os.stat(self.paths[i])
-                if st.st_size == self.sizes[i] and st.st_mtime_ns == self.mtimes[i]:
-                    continue
+                st = stat(path(i))
+                stats[0, j], stats[1, j] = st.st_size, st.st_mtime_ns
             except OSError:
                 pass
+        differ = (stats[0] != self.sizes[ids]) | (stats[1] != self.mtimes[ids]) | (stats[0] < 0)
+        found: dict[int, str] = {}
+        for i in ids[differ].tolist():
             verdict, self.sizes[i], self.mtimes[i] = _check(self.paths[i])
             if verdict != OK:
                 found[i] = verdict

@@ -7,11 +7,13 @@ the file path (uint8), the flip bit, the crop window (crops.CropPlanner), the ti
 (h, w); on a head, the slot ids of its constituents and their out_anchors for
 `fn.multi_paste`; on a donor, empty arrays.
 
-Everything is numpy slicing of arrays built once per epoch; nothing per sample in Python
-but handing DALI its list of path views.
+Everything is numpy slicing of arrays built once per epoch, the paths included (one
+NUL-padded uint8 row each, `PathList.encoded_batch`): nothing per sample in Python.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -28,7 +30,7 @@ class SlotBatch:
 
     __slots__ = ("composites", "slot_samples", "tile_hw", "flips", "paste_ids", "anchors")
 
-    def __init__(self, plan: EpochPlan, composites: np.ndarray):
+    def __init__(self, plan: EpochPlan, composites: np.ndarray, pastes: bool = True):
         members = plan.members[composites]
         boxes = plan.boxes[composites]
         flips = plan.flips[composites]
@@ -45,6 +47,9 @@ class SlotBatch:
         self.slot_samples = np.concatenate([members[:, 0], members[:, 1:][donor_valid]])
         self.tile_hw = np.concatenate([boxes[:, 0, 2:4], boxes[:, 1:, 2:4][donor_valid]]).astype(np.float32)
         self.flips = np.concatenate([flips[:, 0], flips[:, 1:][donor_valid]]).astype(np.int32)
+        if not pastes:  # no multi_paste in the graph: skip the per-composite lists (a few ms a batch)
+            self.paste_ids = self.anchors = None
+            return
         counts = valid.sum(1)
         splits = np.cumsum(counts)[:-1]
         self.paste_ids = np.split(slot_of[valid], splits)
@@ -66,7 +71,7 @@ class PlanSource:
     """
 
     def __init__(self, paths: PathList, mixing: bool, crops: CropPlanner):
-        self.paths = paths  # `paths.encoded(i)`: sample i's path as uint8, what DALI reads
+        self.paths = paths  # `paths.encoded_batch(ids)`: the paths as NUL-padded uint8 rows, what DALI reads
         self.mixing = mixing
         self.crops = crops
         self.plan: EpochPlan | None = None
@@ -81,11 +86,14 @@ class PlanSource:
     def __call__(self):
         if self.plan is None or self.position >= len(self.batches):
             raise StopIteration
-        slots = SlotBatch(self.plan, self.batches[self.position])
+        slots = SlotBatch(self.plan, self.batches[self.position], pastes=self.mixing)
         windows = self.crops.draw(self.plan.epoch, self.position, slots.tile_hw)
         self.position += 1
         self.fed.append(slots)
-        paths = [self.paths.encoded(s) for s in slots.slot_samples]
+        if hasattr(self.paths, "encoded_batch"):
+            paths = self.paths.encoded_batch(slots.slot_samples)
+        else:  # any other sequence of path strings
+            paths = [np.frombuffer(os.fsencode(self.paths[s]), np.uint8) for s in slots.slot_samples]
         if not self.mixing:
             return paths, slots.flips, windows
         n_donors = len(slots) - len(slots.composites)

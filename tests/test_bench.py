@@ -153,6 +153,25 @@ def test_loader_quick_times_every_loader(tmp_path):
     assert variants["mixtrain_off"]["outputs"] == n
     aug = variants["mixtrain_randaug"]
     assert aug["vs_mixtrain_off"] == pytest.approx(aug["images_per_s"] / variants["mixtrain_off"]["images_per_s"])
+    ratio = result["mixtrain_off_vs_dali_plain"]  # one round with --quick
+    assert len(ratio["rounds"]) == result["settings"]["rounds"] == 1
+    assert ratio["median"] == pytest.approx(variants["mixtrain_off"]["images_per_s"]
+                                            / variants["dali_plain"]["images_per_s"])
+
+
+@pytest.mark.slow
+def test_loader_rounds_time_every_variant_in_each_round_and_give_the_ratio_per_round(tmp_path):
+    result = _outputs(_bench(tmp_path, "loader", "--rounds", "2", "--repeats", "1", "--variants",
+                             "dali_plain", "mixtrain_off"), "loader_throughput_cpu_quick")
+    variants = result["variants"]
+    for v in variants.values():
+        assert len(v["images_per_s_rounds"]) == 2 and len(v["time_s_runs"]) == 2
+    ratio = result["mixtrain_off_vs_dali_plain"]
+    expect = [a / b for a, b in zip(variants["mixtrain_off"]["images_per_s_rounds"],
+                                    variants["dali_plain"]["images_per_s_rounds"])]
+    assert ratio["rounds"] == pytest.approx(expect)
+    md = (tmp_path / "out" / "loader_throughput_cpu_quick.md").read_text()
+    assert "mixing off / plain DALI" in md and "2 round(s) of 1" in md
 
 
 @pytest.mark.slow
