@@ -97,6 +97,9 @@ def build_parser(prog: str | None = None):
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
     p.add_argument("--val-resize", type=int, default=None,
                    help="val shorter side before the center crop (default image size x 256/224)")
+    p.add_argument("--crop-tries", type=int, default=None,
+                   help="data.crop_tries of every method (default the recipe's 1: shrink to fit; "
+                        "10: torchvision's rule)")
     p.add_argument("--scale", type=float, nargs=2, default=None,
                    help="random-resized-crop area range (default the demo's 0.35 1)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -119,7 +122,8 @@ def base_recipe(args, device: str) -> dict:
     r["data"]["device"] = device
     for key, flag in (("image_size", args.image_size), ("batch_size", args.batch_size)):
         r["data"][key] = flag or (QUICK[key] if q else r["data"][key])
-    for key, flag in (("threads", args.threads), ("val_resize", args.val_resize), ("scale", args.scale)):
+    for key, flag in (("threads", args.threads), ("val_resize", args.val_resize), ("scale", args.scale),
+                      ("crop_tries", args.crop_tries)):
         if flag is not None:
             r["data"][key] = list(flag) if isinstance(flag, (list, tuple)) else flag
     r["train"]["epochs"] = args.epochs or (QUICK["epochs"] if q else r["train"]["epochs"])

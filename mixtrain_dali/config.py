@@ -58,6 +58,8 @@ class DataConfig:
     drop_last: bool = False
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area
     ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # and aspect ratio
+    crop_tries: int = 1              # 1: a window that does not fit shrinks to fit; N > 1: the first
+                                     # of N draws that fits (torchvision's rule: 10)
     device: str = "auto"             # auto | cpu | gpu (DALI decode and augment)
     threads: int = 0                 # DALI CPU threads; 0 = min(cores, 8)
     prefetch: int = 2                # DALI prefetch queue depth
@@ -93,6 +95,9 @@ class DataConfig:
                f"scale={self.scale} must be [lo, hi] with 0 < lo <= hi <= 1")
         _check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1],
                f"ratio={self.ratio} must be [lo, hi] with 0 < lo <= hi")
+        _check(isinstance(self.crop_tries, int) and not isinstance(self.crop_tries, bool)
+               and 1 <= self.crop_tries <= 100,
+               f"crop_tries={self.crop_tries!r} must be an integer from 1 to 100 (torchvision's rule: 10)")
         if self.min_image_size is not None:
             _check(16 <= self.min_image_size <= self.image_size,
                    f"min_image_size={self.min_image_size} must be in [16, image_size={self.image_size}]")

@@ -240,7 +240,7 @@ class TrainLoader(_FolderAttributes):
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, *,
                  mix: MixConfig | None = None, seed: int = 0, epochs: int | None = None,
                  device: str = "auto", threads: int = 0, drop_last: bool = False,
-                 scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), prefetch: int = 2,
+                 scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), crop_tries: int = 1, prefetch: int = 2,
                  min_image_size: int | None = None, resize_ramp=(0.0, 0.75),
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
@@ -251,7 +251,7 @@ class TrainLoader(_FolderAttributes):
                  color_jitter=(0.0, 0.0, 0.0, 0.0), erase_prob: float = 0.0, erase_scale=(0.02, 1 / 3),
                  erase_ratio=(0.3, 1 / 0.3), erase_value: float = 0.0, augment=None):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
-                               scale=list(scale), ratio=list(ratio), device=device,
+                               scale=list(scale), ratio=list(ratio), crop_tries=crop_tries, device=device,
                                threads=threads, prefetch=prefetch, min_image_size=min_image_size,
                                resize_ramp=list(resize_ramp), auto_augment=auto_augment, rand_n=rand_n,
                                rand_m=rand_m, magnitude_bins=magnitude_bins, color_jitter=list(color_jitter),
@@ -300,7 +300,8 @@ class TrainLoader(_FolderAttributes):
                 raise UserError(f"no readable training images in {str(self.index.root)!r}: all {n} "
                                 f"files are bad{listed}; `mixtrain check-data` says why")
         crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
-                            tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale)
+                            tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale,
+                            tries=self.data.crop_tries)
         if watch is not None and watch_files:
             self._source = CheckedPlanSource(self.index.paths, mixing=self.pastes, crops=crops, watch=watch)
         else:
@@ -316,7 +317,8 @@ class TrainLoader(_FolderAttributes):
         d = config.data
         return cls(root, d.batch_size, d.image_size, mix=config.mix, seed=config.train.seed,
                    epochs=config.train.epochs, device=d.device, threads=d.threads,
-                   drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, prefetch=d.prefetch,
+                   drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, crop_tries=d.crop_tries,
+                   prefetch=d.prefetch,
                    min_image_size=d.min_image_size, resize_ramp=d.resize_ramp,
                    auto_augment=d.auto_augment, rand_n=d.rand_n, rand_m=d.rand_m,
                    magnitude_bins=d.magnitude_bins, color_jitter=d.color_jitter, erase_prob=d.erase_prob,

@@ -114,19 +114,22 @@ def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_ups
     return images
 
 
-def crop_window(encoded, windows):
-    """Relative (start, shape), (y, x) each, of the host's crop windows (crops.CropPlanner:
-    [area, ratio, u_y, u_x]) on each file's image, from its header (CPU arithmetic only).
-    The window keeps its aspect ratio and shrinks until it fits; crops.relative_window is
-    the numpy twin."""
+def crop_window(encoded, rows):
+    """Relative (start, shape), (y, x) each, of the host's crop windows on each file's image,
+    from its header (CPU arithmetic only). `rows`: crops.window_rows, per slot one row per
+    candidate window [sqrt(area / ratio), sqrt(area * ratio), index] and a last row
+    [u_y, u_x, 0]. The first candidate that fits is kept (torchvision's rule); when none
+    does, the first keeps its aspect ratio and shrinks until it fits (with one candidate,
+    always that). crops.relative_window is the numpy twin."""
     hw = fn.peek_image_shape(encoded, dtype=types.FLOAT)  # (H, W, C), EXIF-adjusted
-    h, w = hw[0], hw[1]
-    area, ratio, uy, ux = windows[0], windows[1], windows[2], windows[3]
-    rh = dmath.sqrt(area * w / (ratio * h))
-    rw = dmath.sqrt(area * ratio * h / w)
+    rel = rows[:-1, 0:2] * dmath.sqrt(hw[1::-1] / hw[0:2])  # (tries, 2): each candidate's (h, w)
+    # the first fitting candidate: the lowest index among those that fit, +1000 if it does not
+    score = rows[:-1, 2] + 1000.0 * fn.cast(fn.reductions.max(rel, axes=1) > 1.0, dtype=types.FLOAT)
+    chosen = fn.cast(score == fn.reductions.min(score), dtype=types.FLOAT)  # one-hot over candidates
+    rh, rw = fn.reductions.sum(rel[:, 0] * chosen), fn.reductions.sum(rel[:, 1] * chosen)
     fit = dmath.max(dmath.max(rh, rw), 1.0)
-    rh, rw = rh / fit, rw / fit
-    return fn.stack(uy * (1.0 - rh), ux * (1.0 - rw)), fn.stack(rh, rw)
+    shape = fn.stack(rh / fit, rw / fit)
+    return rows[-1, 0:2] * (1.0 - shape), shape
 
 
 @pipeline_def(enable_conditionals=False)

@@ -3,7 +3,8 @@ batches as DALI slots.
 
 Per iteration it emits one *slot* per constituent image. The composites' heads come first
 (slot i is the head of the batch's composite i), then the donors row by row. Per slot:
-the file path (uint8), the flip bit, the crop window (crops.CropPlanner), the tile size
+the file path (uint8), the flip bit, the crop window candidates (crops.CropPlanner's draw
+as crops.window_rows), the tile size
 (h, w); on a head, the slot ids of its constituents and their out_anchors for
 `fn.multi_paste`; on a donor, empty arrays.
 
@@ -17,7 +18,7 @@ import os
 
 import numpy as np
 
-from .crops import CropPlanner
+from .crops import CropPlanner, window_rows
 from .dataset import PathList
 from .plan import EpochPlan
 
@@ -87,7 +88,7 @@ class PlanSource:
         if self.plan is None or self.position >= len(self.batches):
             raise StopIteration
         slots = SlotBatch(self.plan, self.batches[self.position], pastes=self.mixing)
-        windows = self.crops.draw(self.plan.epoch, self.position, slots.tile_hw)
+        windows = window_rows(self.crops.draw(self.plan.epoch, self.position, slots.tile_hw))
         self.position += 1
         self.fed.append(slots)
         if hasattr(self.paths, "encoded_batch"):

@@ -142,7 +142,8 @@ def test_train_less_curve_interpolates_between_its_points():
 def test_loader_quick_times_every_loader(tmp_path):
     result = _outputs(_bench(tmp_path, "loader"), "loader_throughput_cpu_quick")
     variants = result["variants"]
-    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", "mixtrain_k4", "mixtrain_randaug"}
+    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", "mixtrain_off_t10", "mixtrain_k4",
+                             "mixtrain_randaug"}
     n = result["settings"]["n"]
     for v in variants.values():
         assert _positive(v["images_per_s"]) and _positive(v["outputs_per_s"])
@@ -155,6 +156,8 @@ def test_loader_quick_times_every_loader(tmp_path):
     assert aug["vs_mixtrain_off"] == pytest.approx(aug["images_per_s"] / variants["mixtrain_off"]["images_per_s"])
     ratio = result["mixtrain_off_vs_dali_plain"]  # one round with --quick
     assert len(ratio["rounds"]) == result["settings"]["rounds"] == 1
+    assert ratio["crop_tries_10"]["median"] == pytest.approx(variants["mixtrain_off_t10"]["images_per_s"]
+                                                             / variants["dali_plain"]["images_per_s"])
     assert ratio["median"] == pytest.approx(variants["mixtrain_off"]["images_per_s"]
                                             / variants["dali_plain"]["images_per_s"])
 

@@ -71,3 +71,68 @@ def test_a_window_too_large_for_the_image_shrinks_and_keeps_its_ratio():
     start, shape = relative_window(np.array([[1.0, 3.0, 0.5, 0.5]]), np.array([[90, 90]]))
     np.testing.assert_allclose(shape[0], [1 / 3, 1.0])
     np.testing.assert_allclose(start[0], [1 / 3, 0.0])
+
+
+# -- tries > 1: torchvision's rule (the first of N draws that fits) ---------------------------
+def test_tries_draw_candidates_whose_first_is_the_single_draw():
+    tiles = np.array([[64, 64], [32, 32], [64, 64]])
+    one = _planner().draw(2, 5, tiles)
+    many = _planner(tries=10).draw(2, 5, tiles)
+    assert one.shape == (3, 4) and many.shape == (3, 10, 4)
+    np.testing.assert_array_equal(many[:, 0], one)            # same first draw, same position
+    assert (many[:, :, 2:] == many[:, :1, 2:]).all()          # one position per slot
+    assert len(np.unique(many[0, :, 0])) == 10                # ten different areas
+    np.testing.assert_allclose(many[1, :, 1], 1.0)            # a square tile's windows are square
+
+
+def test_relative_window_takes_the_first_candidate_that_fits_else_shrinks_the_first():
+    hw = np.array([[100, 100]])
+    too_big, fits, also_fits = [1.0, 3.0, 0.5, 0.5], [0.25, 1.0, 0.5, 0.5], [0.5, 1.0, 0.5, 0.5]
+    start, shape = relative_window(np.array([[too_big, fits, also_fits]]), hw)
+    np.testing.assert_allclose(shape[0], [0.5, 0.5])          # `fits`, not the later one
+    np.testing.assert_allclose(start[0], [0.25, 0.25])
+    start, shape = relative_window(np.array([[too_big, too_big]]), hw)
+    np.testing.assert_allclose(shape[0], [1 / 3, 1.0])        # none fits: the first, shrunk
+    # a single candidate is the shrink rule itself
+    np.testing.assert_allclose(relative_window(np.array([too_big]), hw)[1], shape)
+
+
+def test_the_graph_picks_the_same_windows_as_its_numpy_twin(tmp_path):
+    from nvidia.dali import fn, pipeline_def
+    from PIL import Image
+
+    from mixtrain_dali.crops import window_rows
+    from mixtrain_dali.pipelines import crop_window
+
+    sizes = [(40, 200), (200, 40), (120, 120), (90, 60), (33, 47), (300, 100)]
+    files = []
+    for i, (h, w) in enumerate(sizes):
+        files.append(str(tmp_path / f"{i}.jpg"))
+        Image.new("RGB", (w, h), (i * 30, 80, 160)).save(files[-1])
+    for tries in (1, 10):
+        windows = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), CANVAS, seed=3, tries=tries).draw(
+            0, 0, np.tile([64, 64], (len(files), 1)))
+        rows = window_rows(windows)
+
+        @pipeline_def
+        def graph():
+            encoded = fn.io.file.read(fn.external_source(
+                source=lambda: [np.frombuffer(f.encode(), np.uint8) for f in files], batch=True))
+            return crop_window(encoded, fn.external_source(source=lambda: rows, batch=True))
+
+        pipe = graph(batch_size=len(files), num_threads=1, device_id=None)
+        pipe.build()
+        start, shape = (np.stack([np.array(t[i]) for i in range(len(files))]) for t in pipe.run())
+        want_start, want_shape = relative_window(windows, np.array(sizes))
+        np.testing.assert_allclose(shape, want_shape, atol=1e-6)
+        np.testing.assert_allclose(start, want_start, atol=1e-6)
+        assert (shape <= 1 + 1e-6).all() and (start + shape <= 1 + 1e-6).all()
+
+
+def test_more_tries_keep_fewer_large_windows():
+    # on a square image a window of area a fits only if a <= min(r, 1 / r): shrinking keeps the
+    # large draws large, rejection draws again (torchvision), so the mean area drops
+    windows = {t: _planner(scale=(0.08, 1.0), tries=t).draw(0, 0, np.tile([64, 64], (4000, 1))) for t in (1, 10)}
+    hw = np.tile([100, 100], (4000, 1))
+    area = {t: np.prod(relative_window(w, hw)[1], axis=1).mean() for t, w in windows.items()}
+    assert area[10] < area[1] - 0.02

@@ -368,3 +368,25 @@ def test_keep_steps_gives_a_mixing_epoch_the_unmixed_step_count(colour_folder):
     assert len(plain) == 2 and len(kept) == unmixed_steps == 6
     batches = list(kept)
     assert len(batches) == 6 and sum(b.n_samples for b in batches) == N
+
+
+@pytest.mark.parametrize("mix", [None, MixConfig(enabled=True, k=4, fraction=0.5, selection="random",
+                                                 warmup_epochs=0, final_full_fraction=0.0)])
+def test_crop_tries_keeps_every_sample_once_and_draws_the_same_first_candidate(colour_folder, mix):
+    """crop_tries=10 (torchvision's rule) changes only which window is cut, never the order."""
+    loaders = [TrainLoader(colour_folder, batch_size=4, image_size=32, seed=3, threads=2, device="cpu",
+                           mix=mix, crop_tries=t) for t in (1, 10)]
+    for loader in loaders:
+        loader.losses[:-1] = 1.0  # every sample "seen": the first epoch can mix
+    (ids1, labels1, _), (ids10, labels10, _) = (_epoch_ids(x) if mix is None else
+                                                (np.sort(np.concatenate([b.sample_ids[b.mask].cpu().numpy()
+                                                                         for b in x])), None, None)
+                                                for x in loaders)
+    assert sorted(ids10) == sorted(ids1) == list(range(N))
+    assert loaders[1]._source.crops.tries == 10 and loaders[0]._source.crops.tries == 1
+
+
+@pytest.mark.parametrize("bad", [0, 101, 2.5, True, "10"])
+def test_crop_tries_out_of_range_is_a_one_line_user_error(colour_folder, bad):
+    with pytest.raises(UserError, match=r"crop_tries=.* must be an integer from 1 to 100"):
+        TrainLoader(colour_folder, batch_size=4, image_size=32, device="cpu", crop_tries=bad)
