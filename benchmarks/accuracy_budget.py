@@ -66,6 +66,8 @@ METHODS = {
     # round 12: each epoch at progressive resizing's pixel cost (schedule resize, from epoch 0)
     "mix_resize": "apart, steps kept, every epoch at p's cost (resize schedule), from epoch 0, random",
     "mix_resize_low": "mix_resize with the lowest-loss samples mixed first (selection lowest)",
+    "mix_lr150": "mix_resize with lr x (1 + 0.5 x the epoch's mixed share) (lr_scale 1.5)",
+    "mix_lr067": "mix_resize with lr x (1 - 0.33 x the epoch's mixed share) (lr_scale 0.67)",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -194,6 +196,8 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "mix_k2_aspect": with_({**defaults, "k": 2, "tile_aspect": True}),
         "mix_resize": with_(resize),
         "mix_resize_low": with_({**resize, "selection": "lowest"}),
+        "mix_lr150": with_({**resize, "lr_scale": 1.5}),
+        "mix_lr067": with_({**resize, "lr_scale": 2 / 3}),
     }
 
 

@@ -219,9 +219,13 @@ class MixConfig:
                                      # a neighbour (best at equal steps on CIFAR-10 and Imagenette,
                                      # see the README); region-pooling CNNs only, others share
                                      # the network (said at start-up); one pass per tile size
+    lr_scale: float = 1.0            # a mixing epoch's lr x (1 + (lr_scale - 1) * its mixed share of
+                                     # the samples): 1 = the schedule's lr (measured best, see the README)
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
+        _check(isinstance(self.lr_scale, (int, float)) and not isinstance(self.lr_scale, bool)
+               and 0 < self.lr_scale <= 10, f"mix lr_scale={self.lr_scale!r} must be a number in (0, 10]")
         _check(self.method in ("mix", "prune"), f"method={self.method!r}; valid: mix, prune")
         if self.schedule is None:
             budget = self.fraction is not None or self.target_speedup is not None

@@ -85,6 +85,12 @@ def lr_at(progress: float, cfg, base_lr: float) -> float:
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - cfg.warmup_epochs) / span)))
 
 
+def mixing_lr_factor(lr_scale: float, plan) -> float:
+    """The lr factor of an epoch planned as `plan` under MixConfig.lr_scale: 1 + (lr_scale - 1)
+    x the share of its samples that are mixed (1 in an unmixed epoch)."""
+    return 1.0 + (lr_scale - 1.0) * plan.n_mixed_samples / max(1, plan.n_samples)
+
+
 def start_warnings(config: Config, data: str | os.PathLike | None = None) -> list[str]:
     """What a run asked for but will not do, said once at start-up (no silent no-ops)."""
     m, epochs = config.mix, config.train.epochs
@@ -356,8 +362,9 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
     start = time.perf_counter()
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress,
                leave=False, dynamic_ncols=True)
+    factor = mixing_lr_factor(config.mix.lr_scale, plan) if config.mix.enabled else 1.0
     for i, batch in enumerate(bar):
-        lr = lr_at(epoch + i / steps, t, base_lr)
+        lr = lr_at(epoch + i / steps, t, base_lr) * factor
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):

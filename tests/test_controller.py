@@ -730,6 +730,9 @@ def test_shard_batches_rejects_bad_arguments(kwargs, err):
     (dict(warmup_epochs=-1), "warmup_epochs=-1"),
     (dict(final_full_fraction=1.0), "final_full_fraction=1.0"),
     (dict(k=4, min_side_frac=0.3), "min_side_frac=0.3"),
+    (dict(lr_scale=0.0), "lr_scale=0.0"),
+    (dict(lr_scale=True), "lr_scale=True"),
+    (dict(lr_scale=11), "lr_scale=11"),
 ])
 def test_mix_config_rejects_bad_values(kwargs, needle):
     with pytest.raises(UserError) as info:
@@ -890,3 +893,15 @@ def test_adaptive_shares_of_never_seen_samples_are_finite():
     assert shares[2, 0] > shares[2, 1]
     plan = ctl.plan(0)  # epoch 0 mixes with no loss measured (random selection, resize)
     assert plan.n_mixed_samples == 4 and np.isfinite(plan.shares).all()
+
+
+def test_lr_scale_scales_a_mixing_epoch_by_its_mixed_share():
+    from mixtrain_dali.train import mixing_lr_factor
+
+    ctl = _ctl(1000, epochs=10, schedule="flat", fraction=0.5, selection="random", warmup_epochs=1)
+    mixed, plain = ctl.plan(2, np.ones(1000)), ctl.plan(0, np.ones(1000))
+    share = mixed.n_mixed_samples / mixed.n_samples
+    assert 0.4 < share < 0.6 and plain.n_mixed_samples == 0
+    assert mixing_lr_factor(1.5, mixed) == pytest.approx(1 + 0.5 * share)
+    assert mixing_lr_factor(2 / 3, mixed) == pytest.approx(1 - share / 3)
+    assert mixing_lr_factor(1.5, plain) == 1.0 and mixing_lr_factor(1.0, mixed) == 1.0
