@@ -55,12 +55,9 @@ class CropPlanner:
         n = len(tile_hw)
         rng = np.random.default_rng([self.seed, epoch, batch, _SALT_CROP])
         u = rng.random((n, 4))  # the first candidate: the same draws whatever `tries` is
-        if self.tries > 1:
-            more = rng.random((n, self.tries - 1, 2))
-            u_area = np.concatenate([u[:, None, 0], more[..., 0]], axis=1)
-            u_ratio = np.concatenate([u[:, None, 1], more[..., 1]], axis=1)
-        else:
-            u_area, u_ratio = u[:, None, 0], u[:, None, 1]
+        more = rng.random((n, self.tries - 1, 2))  # the other candidates' (none with one try)
+        u_area = np.concatenate([u[:, None, 0], more[..., 0]], axis=1)
+        u_ratio = np.concatenate([u[:, None, 1], more[..., 1]], axis=1)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u_area
         ratio = np.exp(self.log_ratio[0] + (self.log_ratio[1] - self.log_ratio[0]) * u_ratio)
         share = (tile_hw[:, 0] * tile_hw[:, 1] / (self.canvas[0] * self.canvas[1]))[:, None]

@@ -90,10 +90,10 @@ class PathList(Sequence):
         file reader opens the name up to the first NUL, which no POSIX path contains."""
         ids = np.asarray(ids, np.int64).reshape(-1)
         starts, lens = self.offsets[ids], self.offsets[ids + 1] - self.offsets[ids]
-        width = int(lens.max()) if len(ids) else 0
-        cols = np.arange(width)
-        rel = self.buf[np.minimum(starts[:, None] + cols, max(len(self.buf) - 1, 0))] if len(self.buf) else \
-            np.zeros((len(ids), width), np.uint8)
+        cols = np.arange(int(lens.max()) if len(ids) else 0)
+        # clipped indices past a path's end read a neighbour's bytes, then zeroed (with no
+        # columns nothing is read, so an empty buffer is fine)
+        rel = self.buf[np.minimum(starts[:, None] + cols, len(self.buf) - 1)]
         rel[cols >= lens[:, None]] = 0
         prefix = np.broadcast_to(np.frombuffer(self.prefix, np.uint8), (len(ids), len(self.prefix)))
         return np.concatenate([prefix, rel], axis=1)
@@ -181,15 +181,9 @@ class ImageFolderIndex:
         loaders build one batch's rows at a time, `paths.encoded_batch(ids)`: this array is N
         times the longest path)."""
         if self._path_bytes is None:
-            p, n = self.paths.prefix, len(self)
-            lens = np.diff(self.paths.offsets) + len(p)
-            width = int(lens.max()) if n else 1
-            buf = np.zeros((n, width), dtype=np.uint8)
-            buf[:, :len(p)] = np.frombuffer(p, np.uint8)
-            rel = self.paths.buf
-            for i in range(n):
-                a, b = self.paths.offsets[i], self.paths.offsets[i + 1]
-                buf[i, len(p):lens[i]] = rel[a:b]
+            n = len(self)
+            lens = np.diff(self.paths.offsets) + len(self.paths.prefix)
+            buf = self.paths.encoded_batch(np.arange(n)) if n else np.zeros((0, 1), np.uint8)
             self._path_bytes, self._path_lens = buf, lens
         return self._path_bytes, self._path_lens
 

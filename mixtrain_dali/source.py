@@ -14,8 +14,6 @@ NUL-padded uint8 row each, `PathList.encoded_batch`): nothing per sample in Pyth
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .crops import CropPlanner, window_rows
@@ -91,10 +89,7 @@ class PlanSource:
         windows = window_rows(self.crops.draw(self.plan.epoch, self.position, slots.tile_hw))
         self.position += 1
         self.fed.append(slots)
-        if hasattr(self.paths, "encoded_batch"):
-            paths = self.paths.encoded_batch(slots.slot_samples)
-        else:  # any other sequence of path strings
-            paths = [np.frombuffer(os.fsencode(self.paths[s]), np.uint8) for s in slots.slot_samples]
+        paths = self.paths.encoded_batch(slots.slot_samples)
         if not self.mixing:
             return paths, slots.flips, windows
         n_donors = len(slots) - len(slots.composites)

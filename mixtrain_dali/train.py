@@ -362,7 +362,7 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
     start = time.perf_counter()
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress,
                leave=False, dynamic_ncols=True)
-    factor = mixing_lr_factor(config.mix.lr_scale, plan) if config.mix.enabled else 1.0
+    factor = mixing_lr_factor(config.mix.lr_scale, plan)  # 1 in an epoch that mixes nothing
     for i, batch in enumerate(bar):
         lr = lr_at(epoch + i / steps, t, base_lr) * factor
         for group in optimizer.param_groups:
