@@ -130,6 +130,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix-isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="run each constituent through the network apart (tiles cut out of the "
                         "composite; region-pooling CNNs); " + _recipe("mix", "isolate", "on"))
+    g.add_argument("--mix-ladder", action=argparse.BooleanOptionalAction, default=None,
+                   help="resize schedule: tiles of the two sizes (k' = 1, 2, k) that bracket "
+                        "progressive resizing's, not only k's; " + _recipe("mix", "ladder", "off"))
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -139,7 +142,7 @@ def _config_from_args(args):
     mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
            "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup,
            "schedule": args.mix_schedule, "tile_scale": args.mix_tile_scale, "loss_norm": args.mix_loss_norm,
-           "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps}
+           "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps, "ladder": args.mix_ladder}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
     jitter = args.color_jitter
@@ -159,7 +162,7 @@ def _config_from_args(args):
     }
     config = load_config(args.config, overrides)
     given = [f"--mix-{k.replace('_', '-')}" for k in ("fraction", "speedup", "selection", "gamma", "warmup",
-                                                       "schedule", "tile_scale", "loss_norm", "isolate", "keep_steps")
+                                                       "schedule", "tile_scale", "loss_norm", "isolate", "keep_steps", "ladder")
              if getattr(args, f"mix_{k}") is not None]
     if given and not config.mix.enabled:
         print(f"mixtrain: warning: {', '.join(given)} has no effect: mixing is off "

@@ -219,6 +219,9 @@ class MixConfig:
                                      # a neighbour (best at equal steps on CIFAR-10 and Imagenette,
                                      # see the README); region-pooling CNNs only, others share
                                      # the network (said at start-up); one pass per tile size
+    ladder: bool = False             # resize schedule: each epoch's tiles take the two tile sizes
+                                     # (1/k' of the canvas, k' in 1, 2, k) that bracket progressive
+                                     # resizing's, not only k's and the full canvas (round 17)
     lr_scale: float = 1.0            # a mixing epoch's lr x (1 + (lr_scale - 1) * its mixed share of
                                      # the samples): 1 = the schedule's lr (measured best, see the README)
 
@@ -262,6 +265,9 @@ class MixConfig:
             _check(self.fraction is None and self.target_speedup is None,
                    f"schedule='resize' sets every epoch's fraction from the ramp: drop mix fraction="
                    f"{self.fraction} / target_speedup={self.target_speedup}, or use schedule='linear'")
+        _check(not self.ladder or self.schedule == "resize",
+               f"mix ladder brackets progressive resizing's cost per epoch: it needs schedule='resize', "
+               f"not {self.schedule!r}")
         _check(0.0 <= self.tile_scale <= 1.0, f"tile_scale={self.tile_scale} is outside [0, 1]")
         _check(self.loss_norm in ("constituent", "composite"),
                f"loss_norm={self.loss_norm!r}; valid: constituent, composite")

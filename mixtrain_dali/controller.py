@@ -81,6 +81,8 @@ class MixController:
         the one whose mean over the M epochs meets the target speedup."""
         c = self.config
         f = c.mix_fraction()
+        if self._resizes and c.ladder:
+            return sum(share for k, share in self.ladder_at(epoch) if k > 1)
         if self._resizes:
             return self._resize_fraction(epoch)
         if c.schedule != "linear" or self.epochs is None:
@@ -98,11 +100,38 @@ class MixController:
         tile's side canvas / sqrt(k), rounded down to 8 px, to the canvas side S over `ramp`):
         (s / S)^2 of a full epoch's pixels. Mixing a fraction f costs 1 - f + f / k, so
         f = (1 - (s / S)^2) / (1 - 1 / k), clipped to [0, 1]."""
+        k = self.config.k
+        return min(1.0, max(0.0, (1.0 - self._resize_cost(epoch)) / (1.0 - 1.0 / k)))
+
+    def _resize_cost(self, epoch: int) -> float:
+        """Progressive resizing's epoch cost (s / S)^2 against a full epoch, s its side at
+        `epoch` (from the tile's side canvas / sqrt(k), rounded down to 8 px, to S over `ramp`)."""
         c = self.config
         side = min(self.canvas)
         tile = max(8, int(side / math.sqrt(c.k)) // 8 * 8)
         s = ramp_size(epoch, self.epochs, min(tile, side), side, c.ramp)
-        return min(1.0, max(0.0, (1.0 - (s / side) ** 2) / (1.0 - 1.0 / c.k)))
+        return (s / side) ** 2
+
+    def ladder_at(self, epoch: int) -> list[tuple[int, float]]:
+        """schedule="resize" with `ladder`: [(k', share of the samples)] for the epoch. A tile
+        of a k'-composite has 1/k' of the canvas's pixels; of the rungs k' in (1, 2, k), the
+        two whose tile cost brackets progressive resizing's cost c = (s / S)^2 share the
+        samples so that sum share / k' = c (below 1/k: all at k). Tiles stay as near to
+        progressive resizing's one size as the rungs allow: where accuracy is concave in
+        resolution, a spread of tile sizes teaches less than one middle size (the Jensen gap;
+        see benchmarks/results/research/README.md)."""
+        k = self.config.k
+        cost = self._resize_cost(epoch)
+        if cost >= 1.0:
+            return [(1, 1.0)]
+        if cost <= 1.0 / k:
+            return [(k, 1.0)]
+        rungs = sorted({1, 2, k})
+        for lo, hi in zip(rungs, rungs[1:]):  # tile costs 1/lo >= cost >= 1/hi
+            if 1.0 / hi <= cost <= 1.0 / lo:
+                share_hi = (1.0 / lo - cost) / (1.0 / lo - 1.0 / hi)
+                return [(hi, share_hi), (lo, 1.0 - share_hi)]
+        raise AssertionError(f"cost {cost} outside the rungs {rungs}")  # unreachable: 1/k < cost < 1
 
     def target_speedup_at(self, epoch: int) -> float:
         """The ideal speedup a mixing epoch's budget aims at: 1 / (1 - f + f / k) for mixing,
@@ -110,6 +139,8 @@ class MixController:
         f = self.fraction_at(epoch)
         if self.config.method == "prune":
             return 1.0 / (1.0 - f) if f < 1 else float("inf")  # f = 1 prunes every candidate
+        if self._resizes and self.config.ladder:
+            return 1.0 / sum(share / k for k, share in self.ladder_at(epoch))
         return ideal_speedup(self.config.k, f)
 
     def describe(self) -> str:
@@ -120,7 +151,8 @@ class MixController:
         linear = c.schedule == "linear" and self.epochs is not None
         if self._resizes:
             budget = (f"each epoch at progressive resizing's cost (fraction {self.fraction_at(0):.2f} at "
-                      f"first, none from {c.ramp[1]:.0%} of the run)")
+                      f"first, none from {c.ramp[1]:.0%} of the run"
+                      + (", tiles of 1/k' of the canvas bracketing its size, k' in 1, 2, k)" if c.ladder else ")"))
         elif c.fraction is not None or (c.target_speedup is None and linear and c.method == "mix"):
             budget = f"fraction {c.mix_fraction():g} " + ("in the first mixing epoch, decaying linearly"
                                                           if linear else "every mixing epoch")
@@ -182,19 +214,36 @@ class MixController:
         cand_idx = np.flatnonzero(candidates)
         if c.method == "prune":
             return self._prune_plan(epoch, rng, keep, cand_idx, f, threshold, stats)
-        budget = int(round(f * int(keep.sum()))) // k * k
-        n_mix = min(budget, len(cand_idx) // k * k)
+        n_keep = int(keep.sum())
+        # (k', samples) per rung: whole groups, as many as the candidates allow
+        rungs = self.ladder_at(epoch) if c.ladder and self._resizes else [(k, f)]
+        rungs = [(kr, int(round(share * n_keep)) // kr * kr) for kr, share in rungs if kr > 1]
+        budget, counts, left = 0, [], len(cand_idx)
+        for kr, want in rungs:
+            budget += want
+            counts.append(min(want, left // kr * kr))
+            left -= counts[-1]
+        n_mix = sum(counts)
         if c.selection == "lowest":  # ties (equal losses) broken at random
             by_loss = cand_idx[np.lexsort((rng.random(len(cand_idx)), losses[cand_idx]))]
             chosen = rng.permutation(by_loss[:n_mix])
         else:
             chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
 
-        groups = chosen.reshape(-1, k)
-        shares = self.area_shares(losses[groups])
         min_side = max(1, int(round(c.min_side_frac * min(self.canvas))))
-        boxes = layout_batch(shares, self.canvas[0], self.canvas[1], min_side) if len(groups) else \
-            np.zeros((0, k, 4), np.int32)
+        blocks, at = [], 0
+        for (kr, _), count in zip(rungs, counts):
+            g = chosen[at:at + count].reshape(-1, kr)
+            at += count
+            sh = self.area_shares(losses[g])
+            bx = layout_batch(sh, self.canvas[0], self.canvas[1], min_side) if len(g) else \
+                np.zeros((0, kr, 4), np.int32)
+            blocks.append((_pad_cols(g, k, -1), _pad_cols(sh, k, 0), _pad_cols(bx, k, 0)))
+        if blocks:
+            groups, shares, boxes = (np.concatenate(parts) for parts in zip(*blocks))
+        else:
+            groups, shares, boxes = (np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32),
+                                     np.zeros((0, k, 4), np.int32))
 
         mixed = np.zeros(n, bool)
         mixed[chosen] = True
@@ -218,7 +267,6 @@ class MixController:
         target = self.target_speedup_at(epoch)
         stats.update(mixing_epoch=True, threshold=threshold if seen.any() else None,
                      candidates=int(len(cand_idx)), target_speedup=target, budget_met=n_mix >= budget)
-        n_keep = int(keep.sum())
         stats.update(samples=n_keep, composites=n_comp, mixed_samples=n_mix,
                      ideal_speedup=n_keep / max(1, n_comp))  # known counts: no pass over the plan
         plan.stats = stats
@@ -281,6 +329,15 @@ class MixController:
         import dataclasses
         return {"config": dataclasses.asdict(self.config), "num_samples": self.num_samples,
                 "canvas": list(self.canvas), "seed": self.seed, "epochs": self.epochs}
+
+
+def _pad_cols(a: np.ndarray, width: int, fill) -> np.ndarray:
+    """`a` (n, k', ...) padded with `fill` to (n, width, ...)."""
+    if a.shape[1] == width:
+        return a
+    out = np.full((a.shape[0], width) + a.shape[2:], fill, a.dtype)
+    out[:, :a.shape[1]] = a
+    return out
 
 
 def _clip_shares(shares: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -793,6 +793,62 @@ def test_resize_schedule_costs_what_progressive_resizing_costs_every_epoch(side,
     assert ctl.fraction_at(0) == 1.0 and not ctl.is_mixing_epoch(epochs - 1)
 
 
+@pytest.mark.parametrize("side,epochs,k", [(64, 6, 4), (32, 8, 4), (224, 16, 4), (64, 12, 3), (160, 10, 2)])
+def test_ladder_brackets_progressive_resizing_at_its_cost(side, epochs, k):
+    from mixtrain_dali.config import DataConfig
+
+    n = 4096
+    ctl = _ctl(n, epochs=epochs, canvas=(side, side), k=k, schedule="resize", target_speedup=None,
+               selection="random", warmup_epochs=0, final_full_fraction=0.0, self_correct=False,
+               ladder=True)
+    tile = max(8, int(side / k ** 0.5) // 8 * 8)
+    progressive = DataConfig(image_size=side, min_image_size=tile, resize_ramp=[0.0, 0.75])
+    rungs = sorted({1, 2, k})
+    seen_two = False
+    for epoch in range(epochs):
+        cost = (progressive.image_size_at(epoch, epochs) / side) ** 2
+        plan = ctl.plan(epoch, None)
+        _check_well_formed(plan, np.ones(n, bool))
+        sizes = (plan.members >= 0).sum(1)
+        # singles left over from whole groups (fewer than one group per rung) are not a rung
+        used = sorted(m for m in set(sizes.tolist()) if m > 1 or (sizes == 1).sum() >= 2 * k)
+        # one canvas per composite: the same pixels as progressive resizing's epoch, within
+        # one group per rung
+        assert plan.n_composites / n == pytest.approx(max(cost, 1 / k), abs=2 * k / n)
+        # at most two rungs, adjacent, whose tile costs 1/k' bracket progressive resizing's
+        assert all(m in rungs for m in used) and len(used) <= 2
+        if len(used) == 2:
+            assert rungs.index(used[1]) == rungs.index(used[0]) + 1
+            assert 1 / used[1] <= cost <= 1 / used[0]
+        seen_two |= len(used) == 2 and min(used) > 1
+        # the tiles of a k'-composite split the canvas into k' equal parts (gamma 0)
+        for m in used:
+            if m > 1:
+                rows = sizes == m
+                area = plan.boxes[rows, :m, 2] * plan.boxes[rows, :m, 3]
+                assert (area.sum(1) == side * side).all()
+                assert area.min() >= side * side // m - side
+        assert ctl.target_speedup_at(epoch) == pytest.approx(1 / max(cost, 1 / k))
+        assert ctl.is_mixing_epoch(epoch) == (cost < 1)
+    if k == 4 and side >= 64:
+        assert seen_two, "some epoch mixes k = 4 and k = 2 composites"
+
+
+def test_ladder_shares_and_errors():
+    ctl = _ctl(100, epochs=8, canvas=(32, 32), k=4, schedule="resize", target_speedup=None,
+               selection="random", warmup_epochs=0, final_full_fraction=0.0, self_correct=False,
+               ladder=True)
+    # 32 px: progressive resizing 16 -> 32 px, 24 px in epochs 3-5: cost 0.5625, between a
+    # k = 2 strip (0.5) and the whole canvas (1): 87.5% of the samples in strips
+    assert ctl.ladder_at(0) == [(4, 1.0)]
+    assert ctl.ladder_at(3) == [(2, pytest.approx(0.875)), (1, pytest.approx(0.125))]
+    assert ctl.fraction_at(3) == pytest.approx(0.875)
+    assert ctl.ladder_at(7) == [(1, 1.0)]
+    assert "bracketing its size" in ctl.describe()
+    with pytest.raises(UserError, match="ladder .* needs schedule='resize', not 'linear'"):
+        _cfg(ladder=True, schedule="linear", fraction=1.0)
+
+
 def test_resize_schedule_is_checked_and_described():
     with pytest.raises(UserError, match="schedule='resize' sets every epoch's fraction"):
         _cfg(schedule="resize", fraction=0.5)
