@@ -362,14 +362,15 @@ class TrainLoader(_FolderAttributes):
         return len(self.batches())
 
     def _warn_if_nothing_recorded(self) -> None:
-        """Once: a loop that never calls record() leaves the controller blind (no loss, so
-        no sample is ever a mixing candidate and nothing mixes)."""
+        """Once: a loop that never calls record() leaves the controller blind. Said only where
+        a loss is needed: random selection with equal shares (the defaults) mixes as planned."""
         if (self.mixing and self.epoch > 0 and self.controller.is_mixing_epoch(self.epoch)
                 and not self._warned_no_record and np.isnan(self.host_losses).all()):
-            self._warned_no_record = True
-            log.warning("epoch %d: no loss was ever recorded, so nothing can be mixed: call "
-                        "loader.record(batch, per_constituent_losses) every step (see mix_loss)",
-                        self.epoch)
+            lost = _what_needs_losses(self.controller.config)
+            if lost:
+                self._warned_no_record = True
+                log.warning("epoch %d: no loss was ever recorded, so %s: call loader.record(batch, "
+                            "per_constituent_losses) every step (see mix_loss)", self.epoch, lost)
 
     # -- feedback -----------------------------------------------------------------------
     def record(self, batch: MixBatch, per_constituent_losses: torch.Tensor) -> None:
@@ -754,3 +755,19 @@ class ValLoader(_FolderAttributes):
             done += len(labels_out)
             # each on the loader's device (on a GPU, DALI's labels are on it too, val_pipeline)
             yield images.to(self.torch_device), labels_out.to(self.torch_device)
+
+
+def _what_needs_losses(c) -> str:
+    """What a run of MixConfig `c` loses when no loss is ever recorded ('' for nothing)."""
+    if c.method == "prune":
+        return "nothing can be pruned (pruning drops low-loss samples)"
+    if c.selection == "loss":
+        return "nothing can be mixed (selection='loss' mixes samples at most the mean loss)"
+    lost = []
+    if c.selection == "lowest":
+        lost.append("selection='lowest' picks at random")
+    if c.gamma > 0:
+        lost.append(f"area shares stay equal (gamma={c.gamma:g} has no loss to weigh)")
+    if c.self_correct:
+        lost.append("self-correction never unmixes a sample")
+    return ", ".join(lost)

@@ -218,15 +218,24 @@ def test_colour_identity_helper_is_unambiguous():
     assert d.min() >= 10
 
 
-def test_a_loop_that_never_records_is_told_once(colour_folder, caplog):
-    mix = MixConfig(enabled=True, k=2, fraction=0.5, warmup_epochs=1, final_full_fraction=0.0)
+@pytest.mark.parametrize("mix,said", [
+    (dict(selection="loss", fraction=0.5), "nothing can be mixed"),
+    (dict(fraction=0.5), "self-correction never unmixes a sample"),
+    (dict(selection="lowest", gamma=1.0), "selection='lowest' picks at random, area shares stay equal"),
+    ({}, None),  # the defaults (random groups, equal shares, resize schedule) need no loss
+])
+def test_a_loop_that_never_records_is_told_once_what_it_loses(mix, said, colour_folder, caplog):
+    mix = MixConfig(enabled=True, k=2, **mix)
     loader = TrainLoader(colour_folder, 4, 32, mix=mix, epochs=4, device="cpu", threads=1)
     with caplog.at_level("WARNING", logger="mixtrain_dali.loader"):
         for _ in range(3):
             for _batch in loader:
                 pass
-    said = [r for r in caplog.records if "no loss was ever recorded" in r.getMessage()]
-    assert len(said) == 1
+    told = [r.getMessage() for r in caplog.records if "no loss was ever recorded" in r.getMessage()]
+    if said is None:
+        assert told == [] and loader.controller.is_mixing_epoch(1)
+    else:
+        assert len(told) == 1 and said in told[0] and "loader.record(batch" in told[0]
 
 
 def test_pipeline_is_reused_across_epochs_and_decodes_what_a_new_one_would(colour_folder):
