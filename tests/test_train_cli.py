@@ -206,6 +206,30 @@ def test_train_with_constituents_apart_mixes_and_learns(small_data, tmp_path):
     assert all(r["train_loss"] == r["train_loss"] for r in rows)  # finite, not NaN
 
 
+def test_ladder_trains_with_composites_of_two_sizes_at_the_planned_cost(small_data, tmp_path):
+    """--mix-ladder end to end: k = 4 and k = 2 composites (and unmixed samples) in one
+    epoch go through the loader, the apart forward and record(); each epoch's plan costs
+    what the controller's ladder says (progressive resizing's cost)."""
+    from mixtrain_dali.controller import MixController
+
+    out = tmp_path / "ladder"
+    assert main(["train", "--data", str(small_data), "--epochs", "4", "--batch-size", "16",
+                 "--image-size", "64", "--out", str(out), "--mix-k", "4", "--mix-ladder",
+                 *[a for a in FAST if a not in ("--image-size", "32")]]) == 0
+    rows = read_metrics(out)
+    config = load_config(out / "config.toml")
+    assert config.mix.ladder and config.mix.schedule == "resize"
+    ctl = MixController(config.mix, rows[0]["samples"], (64, 64), epochs=4)
+    rungs = [dict(ctl.ladder_at(e)) for e in range(4)]
+    assert any(2 in r and 4 in r for r in rungs)  # some epoch mixes both sizes
+    for row, r in zip(rows, rungs):
+        mixed = row["samples"] * sum(s for k, s in r.items() if k > 1)
+        assert abs(row["mixed_samples"] - mixed) <= 6  # whole groups of 2 or 4
+        composites = sum(row["samples"] * s / k for k, s in r.items())
+        assert abs(row["composites"] - composites) <= 3
+        assert row["train_loss"] == row["train_loss"]  # finite, not NaN
+
+
 def test_isolate_with_a_model_without_region_pooling_says_so_and_trains(small_data, tmp_path, capsys):
     from mixtrain_dali.train import train
 
