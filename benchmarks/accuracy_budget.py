@@ -70,6 +70,7 @@ METHODS = {
     "mix_lr067": "mix_resize with lr x (1 - 0.33 x the epoch's mixed share) (lr_scale 0.67)",
     # round 17: tiles at the two sizes that bracket progressive resizing's (the Jensen gap)
     "mix_ladder": "mix_resize with tiles of 1/k' of the canvas, k' in 1, 2, 4 bracketing p's size (ladder)",
+    "mix_ladder_aspect": "mix_ladder with windows of the tile's shape (no squashed strips; tile_aspect)",
 }
 # the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
 DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
@@ -201,6 +202,7 @@ def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
         "mix_lr150": with_({**resize, "lr_scale": 1.5}),
         "mix_lr067": with_({**resize, "lr_scale": 2 / 3}),
         "mix_ladder": with_({**resize, "ladder": True}),
+        "mix_ladder_aspect": with_({**resize, "ladder": True, "tile_aspect": True}),
     }
 
 
