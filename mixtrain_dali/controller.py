@@ -30,7 +30,7 @@ import numpy as np
 from .config import MixConfig, ideal_speedup, ramp_size
 from .errors import UserError
 from .layout import layout_batch
-from .plan import EpochPlan, single_plan
+from .plan import EpochPlan, pad_columns, single_plan
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class MixController:
             sh = self.area_shares(losses[g])
             bx = layout_batch(sh, self.canvas[0], self.canvas[1], min_side) if len(g) else \
                 np.zeros((0, kr, 4), np.int32)
-            blocks.append((_pad_cols(g, k, -1), _pad_cols(sh, k, 0), _pad_cols(bx, k, 0)))
+            blocks.append((pad_columns(g, k, -1), pad_columns(sh, k, 0), pad_columns(bx, k, 0)))
         if blocks:
             groups, shares, boxes = (np.concatenate(parts) for parts in zip(*blocks))
         else:
@@ -329,15 +329,6 @@ class MixController:
         import dataclasses
         return {"config": dataclasses.asdict(self.config), "num_samples": self.num_samples,
                 "canvas": list(self.canvas), "seed": self.seed, "epochs": self.epochs}
-
-
-def _pad_cols(a: np.ndarray, width: int, fill) -> np.ndarray:
-    """`a` (n, k', ...) padded with `fill` to (n, width, ...)."""
-    if a.shape[1] == width:
-        return a
-    out = np.full((a.shape[0], width) + a.shape[2:], fill, a.dtype)
-    out[:, :a.shape[1]] = a
-    return out
 
 
 def _clip_shares(shares: np.ndarray, lo: float, hi: float) -> np.ndarray:

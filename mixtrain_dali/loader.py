@@ -34,7 +34,7 @@ from .crops import CropPlanner
 from .dataset import ImageFolderIndex, scan_image_folder
 from .errors import UserError
 from .pipelines import resolve_device, train_pipeline, val_pipeline
-from .plan import EpochPlan
+from .plan import EpochPlan, pad_columns
 from .manifest import manifest_path
 from .robust import (SUSPECT, BadFileLog, CheckedPlanSource, check_index, drop_samples, probe_files,
                      suspect_hint, validate_files)
@@ -108,14 +108,6 @@ def heads_to_torch(out, n_heads: int, torch_device: torch.device, zero_copy: boo
         else:  # one host copy into pinned memory, then an asynchronous upload
             nhwc = torch.from_numpy(heads).pin_memory().to(torch_device, non_blocking=True)
     return nhwc.permute(0, 3, 1, 2)
-
-
-def _pad_columns(a: np.ndarray, width: int, fill) -> np.ndarray:
-    """``a`` (n, k, ...) padded with ``fill`` to (n, width, ...) (itself when k == width)."""
-    if a.shape[1] >= width:
-        return a
-    pad = np.full((a.shape[0], width - a.shape[1], *a.shape[2:]), fill, a.dtype)
-    return np.concatenate([a, pad], axis=1)
 
 
 class _OutputHold:
@@ -568,12 +560,12 @@ class TrainLoader(_FolderAttributes):
         # tensors keep one shape across epochs (torch.compile does not recompile, CUDA graphs
         # stay valid); the padded columns are masked out like any padded constituent
         width = self.mix.k if self.pastes else plan.k_max
-        members = _pad_columns(plan.members[order], width, -1)
+        members = pad_columns(plan.members[order], width, -1)
         dev = self.torch_device
         ids = torch.as_tensor(members, device=dev)
         n = self.num_samples
-        weights = None if plan.weights is None else _pad_columns(plan.weights[order], width, 0.0)
-        boxes = _pad_columns(plan.boxes[order], width, 0)  # int32, also handed out as is
+        weights = None if plan.weights is None else pad_columns(plan.weights[order], width, 0.0)
+        boxes = pad_columns(plan.boxes[order], width, 0)  # int32, also handed out as is
         return {
             "offsets": np.concatenate([[0], np.cumsum([len(b) for b in batches])]).astype(np.int64),
             "counts": (members >= 0).sum(1),
@@ -582,7 +574,7 @@ class TrainLoader(_FolderAttributes):
             "boxes": torch.as_tensor(boxes, dtype=torch.float32, device=dev),
             "boxes_host": boxes,
             "mask": ids >= 0,
-            "shares": torch.as_tensor(_pad_columns(plan.shares[order], width, 0.0), device=dev),
+            "shares": torch.as_tensor(pad_columns(plan.shares[order], width, 0.0), device=dev),
             "weights": None if weights is None else torch.as_tensor(weights, device=dev),
         }
 

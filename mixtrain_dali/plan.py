@@ -83,6 +83,14 @@ class EpochPlan:
         return shard_batches(self.n_composites, batch_size, rank, world_size, drop_last)
 
 
+def pad_columns(a: np.ndarray, width: int, fill) -> np.ndarray:
+    """``a`` (n, k, ...) padded with ``fill`` to (n, width, ...) (itself when k == width)."""
+    if a.shape[1] >= width:
+        return a
+    pad = np.full((a.shape[0], width - a.shape[1], *a.shape[2:]), fill, a.dtype)
+    return np.concatenate([a, pad], axis=1)
+
+
 def single_plan(epoch: int, order: np.ndarray, canvas: tuple[int, int], flips: np.ndarray) -> EpochPlan:
     """An unmixed epoch: every sample alone on the full canvas, in `order`."""
     n = len(order)
