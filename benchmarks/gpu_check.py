@@ -10,6 +10,9 @@ and the exit status is non-zero if any failed (2 without CUDA, where nothing run
   speedup  benchmarks/train_speedup.py --device gpu: ResNet-50, AMP bf16, channels_last, 224 px,
            batch 256: epoch time of MixTrain k=4 at x1.6 (= f 0.5) and x1.3 against no mixing,
            and against the plan's ideal
+  profile  benchmarks/gpu_loader_profile.py: raw DALI throughput from plain DALI to our graph,
+           step by step (crop windows finished on the host vs in the graph, fancy upsampling,
+           decoder hints), where the loader's gap to plain DALI is
 
 Writes benchmarks/results/gpu/: each benchmark's JSON/MD/PNG, the pytest log, and
 gpu_check.{json,md} (results first: GPU, driver, DALI, torch, the exact command). With the
@@ -40,8 +43,9 @@ SIZE = (400, 500)
 # the test files that hold GPU tests (explicit: test_controller, test_layout and test_region_pool
 # import hypothesis, which the GPU machine lacks)
 GPU_TEST_FILES = ["tests/test_gpu_path.py", "tests/test_loader.py", "tests/test_robust.py",
-                  "tests/test_composite.py", "tests/test_devices.py", "tests/test_augment.py"]
-LIMIT_S = {"data": 45, "tests": 170, "loader": 90, "speedup": 150}  # 455 s together
+                  "tests/test_composite.py", "tests/test_devices.py", "tests/test_augment.py",
+                  "tests/test_host_windows.py"]
+LIMIT_S = {"data": 30, "tests": 170, "loader": 90, "speedup": 125, "profile": 60}  # 475 s together
 
 
 def stages(py: str) -> list[tuple[str, list[str]]]:
@@ -59,6 +63,7 @@ def stages(py: str) -> list[tuple[str, list[str]]]:
                      "--image-size", "224", "--batch-size", "256", "--lr", "0.1", "--dataset", "jpegs",
                      "--n-images", n, "--k", "4", "--budgets", "1.6", "1.3", "--epochs", "5",
                      "--threads", "8", "--out-dir", out, "--no-progress"]),
+        ("profile", [py, "benchmarks/gpu_loader_profile.py", "--n", n, "--out-dir", out]),
     ]
 
 
@@ -163,6 +168,14 @@ def summary(stages_run: dict, v: dict, command: str, when: str) -> tuple[dict, s
         for k, c in d["comparisons"].items():
             f = (lambda x, n=3: "-" if x is None else f"{x:.{n}f}")
             md += [f"| {k} | {c['target_speedup']:g} | {f(c['ideal'])} | {f(c['measured'])} | {f(c['efficiency'])} |"]
+    prof = RESULTS / "gpu_loader_profile.json"
+    if prof.is_file() and stages_run.get("profile", {}).get("ok"):
+        d = json.loads(prof.read_text())["results"]
+        base = d["plain"]["images_per_s"]
+        res["profile"] = {k: x["images_per_s"] for k, x in d.items()}
+        md += ["", "**Loader profile** (raw DALI images/s; [gpu_loader_profile.md](gpu_loader_profile.md)):", "",
+               "| variant | images/s | vs plain DALI |", "|---|---:|---:|"]
+        md += [f"| {k} | {x['images_per_s']:.0f} | {x['images_per_s'] / base:.2f} |" for k, x in d.items()]
     md += ["", "Per-epoch wall time includes the loader's per-epoch work (planning, uploading the plan "
            "rows, resetting its DALI pipeline); short epochs make that a visible share.", ""]
     return res, "\n".join(md)

@@ -3,11 +3,11 @@ same JPEGs, from NVIDIA's ResNet-50 example pipeline to ours, then the whole Tra
 
   plain          readers.file -> decoders.image_random_crop (mixed, decoder hints) -> resize -> cmn
   plain_ext      the same graph fed file names by an external source + io.file.read
-  ours_hostwin   ours with the crop windows' relative (start, shape) computed on the host
-                 (no peek_image_shape, no arithmetic in the graph): what planning windows in
-                 pixels from image sizes known at scan time would save
-  ours_fancy     our train graph (host crop windows -> image_slice, mixed) with jpeg fancy upsampling
-  ours           our train graph without fancy upsampling, with the decoder hints (the default)
+  ours_graphwin  our train graph with the crop windows finished in the graph from each header
+                 (peek_image_shape + CPU arithmetic: the loader without image sizes)
+  ours_fancy     ours with jpeg fancy upsampling
+  ours           our train graph (host-finished crop windows -> image_slice, mixed), without
+                 fancy upsampling, with the decoder hints (the default)
   ours_nohints   ours without the decoder's memory hints
   loader         TrainLoader (mixing off) around `ours`: + torch copy, file watch, plan rows
 
@@ -54,6 +54,7 @@ def main(argv=None) -> dict:
     from mixtrain_dali.loader import TrainLoader
     from mixtrain_dali.pipelines import _GPU_DECODER_HINTS, train_pipeline
     from mixtrain_dali.plan import single_plan
+    from mixtrain_dali.robust import check_index
     from mixtrain_dali.source import PlanSource
 
     p = argparse.ArgumentParser()
@@ -122,32 +123,13 @@ def main(argv=None) -> dict:
     measure("plain", plain)
     measure("plain_ext", plain_ext, Batches(lambda sl: path_arrays[sl]))
 
-    rng = np.random.default_rng(0)
-    # random-resized-crop windows (area 0.08..1, ratio 3/4..4/3) relative to the image, as the
-    # planner draws them, so the decoder reads about as many pixels as in the other variants
-    area = rng.uniform(0.08, 1.0, len(files))
-    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3), len(files)))
-    shapes = np.minimum(np.stack([np.sqrt(area / ratio), np.sqrt(area * ratio)], 1), 1.0)
-    rel = [(np.float32(rng.random(2) * (1 - sh)), np.float32(sh)) for sh in shapes]
-
-    @pipeline_def
-    def ours_hostwin(src):
-        paths, flips, start, shape = fn.external_source(source=src, num_outputs=4, batch=True,
-                                                        dtype=[types.UINT8, types.INT32, types.FLOAT,
-                                                               types.FLOAT])
-        images = fn.decoders.image_slice(fn.io.file.read(paths), start, shape, axis_names="HW",
-                                         device=dec, output_type=types.RGB, **hints)
-        images = fn.resize(images, size=[size, size], antialias=True, interp_type=types.INTERP_LINEAR)
-        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC", mean=mean, std=std,
-                                        mirror=flips)
-
-    measure("ours_hostwin", ours_hostwin, Batches(lambda sl: (
-        path_arrays[sl], [np.int32(0)] * bs, [r[0] for r in rel[sl]], [r[1] for r in rel[sl]])))
-
     index = scan_image_folder(root)
-    for name, kw in (("ours_fancy", dict(fancy_upsampling=True)), ("ours", {}),
-                     ("ours_nohints", dict(decoder_hints=False))):
-        source = PlanSource(index.paths, mixing=False,
+    check_index(index)  # the file check: every image's size, for the host-finished windows
+    assert (index.hw > 0).all()
+    for name, kw in (("ours_graphwin", dict(host_windows=False)), ("ours_fancy", dict(fancy_upsampling=True)),
+                     ("ours", {}), ("ours_nohints", dict(decoder_hints=False))):
+        host = kw.setdefault("host_windows", True)
+        source = PlanSource(index.paths, mixing=False, hw=index.hw if host else None,
                             crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (size, size)))
         plan = single_plan(0, np.arange(len(index)), (size, size), np.zeros(len(index), np.uint8))
         batches = plan.batches(bs)[:n_batches]

@@ -89,16 +89,17 @@ def window_rows(windows: np.ndarray, dtype=np.float32) -> np.ndarray:
     return out
 
 
-def relative_window(window: np.ndarray, image_hw) -> tuple[np.ndarray, np.ndarray]:
+def relative_window(window: np.ndarray, image_hw, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """(rel_start, rel_shape), each (n, 2) (y, x), of windows ((n, 4), or (n, tries, 4)
     candidates) on images of (n, 2) pixels: the first candidate that fits, else the first
     shrunk to fit, keeping its aspect ratio. The numpy twin of the DALI graph's
-    `pipelines.crop_window`, for tests and tools."""
-    rows = window_rows(window, np.float64)
-    hw = np.asarray(image_hw, np.float64).reshape(-1, 2)
+    `pipelines.crop_window`: with `dtype=np.float32` the same float32 operations in the same
+    order, so the same numbers (the loader's host windows, source.py); float64 for tools."""
+    rows = window_rows(window, dtype)
+    hw = np.asarray(image_hw).reshape(-1, 2).astype(dtype)
     rel = rows[:, :-1, :2] * np.sqrt(hw[:, None, ::-1] / hw[:, None, :])  # (n, tries, 2)
     fits = rel.max(2) <= 1.0
     first = np.where(fits.any(1), fits.argmax(1), 0)
     chosen = rel[np.arange(len(rel)), first]
-    shape = chosen / np.maximum(chosen.max(1, keepdims=True), 1.0)
-    return rows[:, -1, :2] * (1 - shape), shape
+    shape = chosen / np.maximum(chosen.max(1, keepdims=True), dtype(1.0))
+    return rows[:, -1, :2] * (dtype(1.0) - shape), shape

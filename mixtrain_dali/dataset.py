@@ -159,6 +159,9 @@ class ImageFolderIndex:
     labels: np.ndarray  # (N,) int64
     sizes: np.ndarray | None = field(default=None, repr=False)   # (N,) int64
     mtimes: np.ndarray | None = field(default=None, repr=False)  # (N,) int64
+    # (N, 2) int32 image height and width after EXIF rotation, -1 where unknown; from the file
+    # check or its manifest (robust.check_index), None without one
+    hw: np.ndarray | None = field(default=None, repr=False)
     _path_bytes: np.ndarray | None = field(default=None, repr=False)
     _path_lens: np.ndarray | None = field(default=None, repr=False)
 

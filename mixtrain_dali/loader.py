@@ -294,15 +294,34 @@ class TrainLoader(_FolderAttributes):
         crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
                             tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale,
                             tries=self.data.crop_tries)
+        hw = self._sizes_for_windows(validate)
         if watch is not None and watch_files:
-            self._source = CheckedPlanSource(self.index.paths, mixing=self.pastes, crops=crops, watch=watch)
+            self._source = CheckedPlanSource(self.index.paths, mixing=self.pastes, crops=crops, watch=watch, hw=hw)
         else:
-            self._source = PlanSource(self.index.paths, mixing=self.pastes, crops=crops)
+            self._source = PlanSource(self.index.paths, mixing=self.pastes, crops=crops, hw=hw)
         self._pipe = None
         self._pipe_size, self._pipe_at_epoch_end = None, False
         self._hold = _OutputHold()
         self._pass: object | None = None  # the running iteration's token
         self.epochs_completed = 0         # iterations that ran to the end of their epoch
+
+    def _sizes_for_windows(self, validate: bool) -> np.ndarray | None:
+        """Every usable image's size (from the file check or its manifest), so that the host
+        finishes the crop windows and the DALI graph has no per-sample arithmetic (about 6 ms
+        of serial CPU a batch of 256 saved; benchmarks/results/crop_windows_cpu.md); None
+        (the graph finishes them from each header) when a size is unknown or there was no
+        check. `crop_windows` says which."""
+        hw, usable = self.index.hw, ~self.excluded
+        if not validate or hw is None:
+            why = "no file check (validate=False), so no image sizes"
+        elif (hw[usable] > 0).all():
+            self.crop_windows = "host"
+            return hw
+        else:
+            why = f"{int((hw[usable] <= 0).any(1).sum())} image size(s) unknown after the file check"
+        self.crop_windows = "graph"
+        log.info("crop windows are finished in the DALI graph: %s", why)
+        return None
 
     @classmethod
     def from_config(cls, root, config: Config, **kwargs) -> "TrainLoader":
@@ -542,7 +561,7 @@ class TrainLoader(_FolderAttributes):
         with quiet_dali_deprecations():  # the graph is traced when the pipeline is made
             pipe = train_pipeline(
                 source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
-                augment=self.augment,
+                augment=self.augment, host_windows=self._source.host_windows,
                 enable_conditionals=self.augment is not None and self.augment.conditionals,
                 batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
                 num_threads=d.resolved_threads(), device_id=self.device_id,

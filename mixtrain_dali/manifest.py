@@ -3,7 +3,8 @@
 
 Checking every file's header and end marker (robust.py) is most of a cold start at ImageNet
 scale. The manifest remembers, for every file of a split, its path relative to the split
-root, size, mtime (ns) and verdict (good, or the reason it is bad). The next start lists the
+root, size, mtime (ns), verdict (good, or the reason it is bad) and image size (height and
+width, -1 if unknown; imagesize.py). The next start lists the
 tree again (one `os.scandir` listing with a stat per file, dataset.py) and checks only what
 the manifest cannot vouch for:
 
@@ -37,7 +38,7 @@ from .dataset import ImageFolderIndex
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".mixtrain-manifest.npz"
-VERSION = 1
+VERSION = 2  # 2: image sizes (hw); a version-1 manifest is rebuilt
 
 
 def cache_dir() -> Path:
@@ -70,13 +71,15 @@ class Manifest:
     sizes: np.ndarray       # (N,) int64
     mtimes: np.ndarray      # (N,) int64
     bad: dict[int, str]
+    hw: np.ndarray          # (N, 2) int32 image height and width, -1: unknown
 
     @classmethod
     def of(cls, index: ImageFolderIndex, bad: dict[int, str]) -> "Manifest":
         groups = _class_groups(index)
         return cls([name for name, _, _ in groups], np.array([b - a for _, a, b in groups], np.int64),
                    index.paths.buf, index.paths.offsets, index.sizes, index.mtimes,
-                   {int(i): str(r) for i, r in bad.items()})
+                   {int(i): str(r) for i, r in bad.items()},
+                   index.hw if index.hw is not None else np.full((len(index), 2), -1, np.int32))
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: readers see the old file or the new one, never a part."""
@@ -88,7 +91,8 @@ class Manifest:
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, meta=np.frombuffer(meta.encode(), np.uint8), counts=self.counts,
-                         buf=self.buf, offsets=self.offsets, sizes=self.sizes, mtimes=self.mtimes)
+                         buf=self.buf, offsets=self.offsets, sizes=self.sizes, mtimes=self.mtimes,
+                         hw=self.hw)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -102,9 +106,9 @@ class Manifest:
             if meta.get("version") != VERSION:
                 raise ValueError(f"version {meta.get('version')!r}, expected {VERSION}")
             m = cls(list(meta["classes"]), z["counts"], z["buf"], z["offsets"], z["sizes"], z["mtimes"],
-                    {int(i): r for i, r in meta["bad"].items()})
+                    {int(i): r for i, r in meta["bad"].items()}, z["hw"])
         n = len(m.sizes)
-        if not (len(m.offsets) == n + 1 and len(m.mtimes) == n and len(m.counts) == len(m.classes)
+        if not (len(m.offsets) == n + 1 and len(m.mtimes) == n and m.hw.shape == (n, 2) and len(m.counts) == len(m.classes)
                 and int(m.counts.sum()) == n and m.offsets[0] == 0 and m.offsets[-1] == len(m.buf)
                 and (np.diff(m.offsets) >= 0).all() and all(0 <= i < n for i in m.bad)):
             raise ValueError("inconsistent arrays")
@@ -152,11 +156,14 @@ def reuse(index: ImageFolderIndex, manifest: Manifest) -> tuple[np.ndarray, dict
     watch will stat every file before its batch is read, so start-up skips the stats), a
     file is taken as the manifest has it when its path is there, and `index` gets the
     manifest's sizes and mtimes for it (-1 for new files, which are to be checked).
+    Unchanged files take the manifest's image sizes into `index.hw`.
 
     Returns (ids of the files to check: new or changed, {id: reason} of the unchanged files
     the manifest found bad, whether the manifest differs from the tree at all)."""
     paths = index.paths
     by_name = index.sizes is None
+    if index.hw is None or len(index.hw) != len(index):
+        index.hw = np.full((len(index), 2), -1, np.int32)
     if by_name:
         index.sizes = np.full(len(index), -1, np.int64)
         index.mtimes = np.full(len(index), -1, np.int64)
@@ -187,6 +194,7 @@ def reuse(index: ImageFolderIndex, manifest: Manifest) -> tuple[np.ndarray, dict
         same[known] = ((manifest.sizes[match[known]] == index.sizes[a:b][known])
                        & (manifest.mtimes[match[known]] == index.mtimes[a:b][known]))
         same &= index.sizes[a:b] >= 0
+        index.hw[a:b][same] = manifest.hw[match[same]]
         changed |= not same.all()
         todo.append(np.flatnonzero(~same) + a)
         for j in np.flatnonzero(same & m_bad[np.where(known, match, 0)]):

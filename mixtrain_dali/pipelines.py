@@ -1,8 +1,9 @@
 """The DALI graphs (docs/architecture.md, "Data flow of one epoch", step 3): read, decode,
 augment, paste, output.
 
-Train: external source (the host's plan and crop windows) -> file read -> decode the slot's
-window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> the slot's
+Train: external source (the host's plan and crop windows: finished where every image's size
+is known from the file check, else finished in the graph from each file's header) -> file
+read -> decode the slot's window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> the slot's
 augmentations, if any (augment.py: policy, colour jitter, the user's hook) -> per-tile flip
 and normalise (one crop_mirror_normalize) -> random erasing, if asked -> multi_paste the
 tiles onto their composites.
@@ -82,20 +83,22 @@ _GPU_DECODER_HINTS = dict(device_memory_padding=211025920, host_memory_padding=1
 
 @pipeline_def(enable_conditionals=False)
 def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_upsampling: bool = False,
-                   decoder_hints: bool = True, augment: _augment.Augment | None = None):
+                   decoder_hints: bool = True, augment: _augment.Augment | None = None,
+                   host_windows: bool = False):
     """`augment` (augment.Augment): per-slot augmentations at the tile's size; its policy needs
-    the pipeline made with `enable_conditionals=augment.conditionals`."""
+    the pipeline made with `enable_conditionals=augment.conditionals`. `host_windows`: the
+    source hands each slot's finished relative (start, shape) (every image's size known, see
+    source.py), else the window's candidates, which `crop_window` finishes from the header."""
+    window_types = [types.FLOAT, types.FLOAT] if host_windows else [types.FLOAT]
+    types_ = [types.UINT8, types.INT32, *window_types]
     if mixing:
-        paths, flips, windows, tile_hw, paste_ids, anchors = fn.external_source(
-            source=source, num_outputs=6, batch=True, parallel=False,
-            dtype=[types.UINT8, types.INT32, types.FLOAT, types.FLOAT, types.INT32, types.INT32])
-    else:
-        paths, flips, windows = fn.external_source(source=source, num_outputs=3, batch=True,
-                                                   parallel=False,
-                                                   dtype=[types.UINT8, types.INT32, types.FLOAT])
-        tile_hw = [image_size, image_size]
+        types_ += [types.FLOAT, types.INT32, types.INT32]
+    outs = fn.external_source(source=source, num_outputs=len(types_), batch=True, parallel=False, dtype=types_)
+    paths, flips = outs[:2]
+    windows = outs[2:2 + len(window_types)]
+    tile_hw = outs[2 + len(window_types)] if mixing else [image_size, image_size]
     encoded = fn.io.file.read(paths)
-    start, shape = crop_window(encoded, windows)
+    start, shape = windows if host_windows else crop_window(encoded, windows[0])
     hints = _GPU_DECODER_HINTS if device == "gpu" and decoder_hints else {}
     # fancy_upsampling: libjpeg's (PIL's) chroma upsampling; val uses it, to match torchvision
     images = fn.decoders.image_slice(
@@ -109,6 +112,7 @@ def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_ups
     if augment is not None:
         images = _augment.after_normalise(images, augment, tile_hw)
     if mixing:
+        paste_ids, anchors = outs[-2:]
         images = fn.multi_paste(images, in_ids=paste_ids, out_anchors=anchors,
                                 output_size=[image_size, image_size])
     return images

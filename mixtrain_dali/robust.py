@@ -8,7 +8,8 @@ are still being decoded on its thread pool, the process can die with SIGSEGV (me
 sample per run; a file that is missing or empty fails in `fn.io.file.read` and always
 raises cleanly). So bad files are stopped before they reach the decoder:
 
-1. `check_file`: one open, fstat and two small reads. Missing, empty, unreadable, or not in a
+1. `check_file`: one open, fstat and two small reads (the first also gives the image's size,
+   imagesize.py, for the host-finished crop windows). Missing, empty, unreadable, or not in a
    format DALI decodes (judged by the magic bytes, whatever the extension says) -> bad. A
    JPEG that does not end in its EOI marker, or a PNG that does not end in IEND ->
    *suspect*: usually truncated, but bytes after the end marker are legal and DALI accepts
@@ -38,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from array import array
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import run_adaptive
+from .augment import quiet_dali_deprecations
 from .errors import UserError
+from .imagesize import HEAD, image_hw
 from .layout import layout_batch
 from .plan import EpochPlan
 from .source import PlanSource
@@ -72,9 +76,8 @@ _UNSUPPORTED = (
 )
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-HEAD_BYTES = 32
+HEAD_BYTES = 32  # what names the format
 TAIL_BYTES = len(_PNG_IEND)
-_ONE_READ = 4096
 
 OK, SUSPECT = "ok", "suspect"
 
@@ -92,55 +95,58 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def check_file(path: str) -> str:
-    """`OK`, `SUSPECT`, or the reason the file is bad. One open, fstat and two small reads."""
+    """`OK`, `SUSPECT`, or the reason the file is bad. One open, fstat and two small reads
+    (a few more for a JPEG whose frame header is past the first 1 KB)."""
     return _check(path)[0]
 
 
-def _check(path: str) -> tuple[str, int, int]:
-    """(verdict, size, mtime_ns); size and mtime are -1 when the file cannot be opened."""
+def _check(path) -> tuple[str, int, int, int, int]:
+    """(verdict, size, mtime_ns, height, width); size and mtime are -1 when the file cannot
+    be opened, height and width (after EXIF rotation, imagesize.py) -1 when the header does
+    not say them for certain. One open, fstat, a read of the first page and one of the end."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return "missing", -1, -1
+        return "missing", -1, -1, -1, -1
     except OSError as e:
-        return f"unreadable ({e.strerror})", -1, -1
+        return f"unreadable ({e.strerror})", -1, -1, -1, -1
+    hw = None
     try:
         st = os.fstat(fd)
         size, mtime = st.st_size, st.st_mtime_ns
         if not stat.S_ISREG(st.st_mode):
-            return "not a regular file", size, mtime
+            return "not a regular file", size, mtime, -1, -1
         if size == 0:
-            return "empty (0 bytes)", size, mtime
-        if size <= _ONE_READ:  # one page either way: one read instead of two
-            head = os.pread(fd, size, 0)
-            tail = head[-TAIL_BYTES:]
-        else:
-            head = os.pread(fd, HEAD_BYTES, 0)
-            tail = os.pread(fd, TAIL_BYTES, size - TAIL_BYTES)
+            return "empty (0 bytes)", size, mtime, -1, -1
+        head = os.pread(fd, HEAD, 0)  # about as cheap as the 32 bytes the format needs
+        tail = head[-TAIL_BYTES:] if size <= HEAD else os.pread(fd, TAIL_BYTES, size - TAIL_BYTES)
+        hw = image_hw(head, lambda offset, n: os.pread(fd, n, offset))
     except OSError as e:
-        return f"unreadable ({e.strerror})", -1, -1
+        return f"unreadable ({e.strerror})", -1, -1, -1, -1
     finally:
         os.close(fd)
+    h, w = hw or (-1, -1)
     fmt = sniff_format(head)
     if fmt is None:
         for magic, name in _UNSUPPORTED:
             if head.startswith(magic):
-                return f"{name} is not a format DALI decodes", size, mtime
-        return f"not an image (unknown header {head[:8].hex(' ')})", size, mtime
+                return f"{name} is not a format DALI decodes", size, mtime, -1, -1
+        return f"not an image (unknown header {head[:8].hex(' ')})", size, mtime, -1, -1
     if fmt == "JPEG" and not tail.endswith(_JPEG_EOI):
-        return SUSPECT, size, mtime
+        return SUSPECT, size, mtime, h, w
     if fmt == "PNG" and not tail.endswith(_PNG_IEND):
-        return SUSPECT, size, mtime
-    return OK, size, mtime
+        return SUSPECT, size, mtime, h, w
+    return OK, size, mtime, h, w
 
 
 class FileWatch:
     """Each file's size and mtime at the last check. `changed(ids)` stats the given files
     (about 4 us each) and checks again those that vanished or changed: {id: verdict} of the
-    ones now bad or suspect."""
+    ones now bad or suspect. `hw`: (N, 2) image sizes from the checks (-1: not known), or
+    None; a file checked again gets its new size there (the crop windows read it)."""
 
-    def __init__(self, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray):
-        self.paths, self.sizes, self.mtimes = paths, sizes, mtimes
+    def __init__(self, paths: list[str], sizes: np.ndarray, mtimes: np.ndarray, hw: np.ndarray | None = None):
+        self.paths, self.sizes, self.mtimes, self.hw = paths, sizes, mtimes, hw
         self.checked: int | None = None
         self._path = None  # i -> path as bytes (no decoding), made on first use
 
@@ -159,7 +165,9 @@ class FileWatch:
         differ = (stats[0] != self.sizes[ids]) | (stats[1] != self.mtimes[ids]) | (stats[0] < 0)
         found: dict[int, str] = {}
         for i in ids[differ].tolist():
-            verdict, self.sizes[i], self.mtimes[i] = _check(self.paths[i])
+            verdict, self.sizes[i], self.mtimes[i], h, w = _check(self.paths[i])
+            if self.hw is not None:
+                self.hw[i] = h, w
             if verdict != OK:
                 found[i] = verdict
         return found
@@ -170,15 +178,17 @@ def scan_files(paths: Sequence[str], threads: int = 16) -> tuple[dict[int, str],
     `PathList`; no list of them is made): in this thread while the files come fast, in a
     pool of `threads` when the first ones show slow storage (dataset.run_adaptive: the reads
     release the GIL and overlap, which matters on network storage). Returns ({index: reason}
-    of the bad files, indices of the suspects, a `FileWatch` of what was seen)."""
+    of the bad files, indices of the suspects, a `FileWatch` of what was seen, image sizes
+    in `hw`)."""
     n = len(paths)
     sizes, mtimes = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    hs, ws = array("i", [-1]) * n, array("i", [-1]) * n  # C ints: an item set costs a fifth of numpy's
     path = _bytes_getter(paths)
 
     def work(lo: int, hi: int) -> list[tuple[int, str]]:
         found = []
         for i in range(lo, hi):
-            verdict, sizes[i], mtimes[i] = _check(path(i))
+            verdict, sizes[i], mtimes[i], hs[i], ws[i] = _check(path(i))
             if verdict != OK:
                 found.append((i, verdict))
         return found
@@ -186,17 +196,55 @@ def scan_files(paths: Sequence[str], threads: int = 16) -> tuple[dict[int, str],
     found = run_adaptive(work, n, threads)
     bad = {i: v for i, v in found if v != SUSPECT}
     suspects = [i for i, v in found if v == SUSPECT]
-    return bad, suspects, FileWatch(paths, sizes, mtimes)
+    hw = np.stack([np.frombuffer(hs, np.int32), np.frombuffer(ws, np.int32)], 1)
+    return bad, suspects, FileWatch(paths, sizes, mtimes, hw)
 
 
 def validate_files(paths: list[str], *, io_threads: int = 16) -> tuple[dict[int, str], FileWatch]:
-    """The up-front check: `scan_files`, then a DALI decode (CPU decoder) of the suspects only.
-    Returns ({index: reason} of the bad files, the `FileWatch` for later batches)."""
+    """The up-front check: `scan_files`, then a DALI decode (CPU decoder) of the suspects only,
+    and DALI's own `peek_image_shape` for the few good files whose header did not say their
+    size (formats imagesize.py does not read; none if more than `PEEK_LIMIT` of them).
+    Returns ({index: reason} of the bad files, the `FileWatch` for later batches, with the
+    image sizes in its `hw`)."""
     bad, suspects, watch = scan_files(paths, io_threads)
     if suspects:
         found = probe_files([paths[i] for i in suspects], checked=True)
         bad.update({suspects[j]: f"{suspect_hint(paths[suspects[j]])}; {reason}" for j, reason in found.items()})
+    unknown = [i for i in np.flatnonzero(watch.hw[:, 0] < 0).tolist() if i not in bad]
+    if 0 < len(unknown) <= max(PEEK_LIMIT, len(paths) // 100):
+        watch.hw[unknown] = peek_sizes([paths[i] for i in unknown])
     return dict(sorted(bad.items())), watch
+
+
+PEEK_LIMIT = 1000  # files of unknown size asked of DALI at the check (or 1% of them, if more)
+
+
+def peek_sizes(paths: list[str], batch: int = 64) -> np.ndarray:
+    """(n, 2) int32 (height, width) of each file as DALI's decoder sees it (-1 where it
+    cannot say): `fn.peek_image_shape` on the CPU, which reads each whole file."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    out = np.full((len(paths), 2), -1, np.int32)
+    for lo in range(0, len(paths), batch):
+        part, pipe = paths[lo:lo + batch], None
+
+        @pipeline_def
+        def peek():
+            encoded = fn.io.file.read(fn.external_source(
+                source=lambda: [np.frombuffer(os.fsencode(p), np.uint8) for p in part], batch=True))
+            return fn.peek_image_shape(encoded, dtype=types.INT32)
+
+        try:
+            with quiet_dali_deprecations():
+                pipe = peek(batch_size=len(part), num_threads=1, device_id=None, exec_dynamic=True)
+                pipe.build()
+                (shapes,) = pipe.run()
+            out[lo:lo + len(part)] = [np.asarray(shapes[i])[:2] for i in range(len(part))]
+        except Exception as e:  # noqa: BLE001  (a file DALI cannot parse: its size stays unknown)
+            log.info("peek_image_shape failed on %d file(s) from %s (%s): their crop windows are "
+                     "worked out in the DALI graph", len(part), part[0], e)
+        del pipe
+    return out
 
 
 class _Subset(Sequence):
@@ -243,6 +291,9 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
        process group pass world_size=1: that rank checks everything.
     3. Rank 0 writes the manifest again when anything differed.
 
+    Each file's image size (height, width after EXIF rotation; -1 where unknown) comes from
+    the same header read, or from the manifest, shared the same way: `index.hw`, (N, 2).
+
     `index` carries sizes and mtimes (`scan_image_folder(stat=True)`), or gets them here:
     the files the check opens from its own fstats (one rank), the others from one stat each.
     `stat_known=False` (the loader, whose file watch stats every file before its batch is
@@ -254,6 +305,8 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
 
     n = len(index)
     known = read_manifest(manifest) if manifest is not None else None
+    if index.hw is None or len(index.hw) != n:
+        index.hw = np.full((n, 2), -1, np.int32)
     if index.sizes is None and known is not None and stat_known:
         index.stat()
     if known is not None:
@@ -266,14 +319,19 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
     files = index.paths if len(mine) == n else _Subset(index.paths, mine)  # all: no indirection
     found, watch = validate_files(files, io_threads=io_threads) if len(mine) else ({}, None)
     found = {int(mine[j]): reason for j, reason in found.items()}
+    hw = watch.hw if watch is not None else np.zeros((0, 2), np.int32)
     if world_size > 1:
         tag = (n, zlib.crc32(todo.tobytes()))
-        parts = gather((tag, found))
-        if any(t != tag for t, _ in parts):
+        parts = gather((tag, found, hw))
+        if any(t != tag for t, _, _ in parts):
             raise UserError(f"the ranks see different files in {str(index.root)!r} (files, and files "
-                            f"to check, per rank: {[t for t, _ in parts]}): every rank must read the "
+                            f"to check, per rank: {[t for t, _, _ in parts]}): every rank must read the "
                             "same dataset")
-        found = {i: r for _, part in parts for i, r in part.items()}
+        found = {i: r for _, part, _ in parts for i, r in part.items()}
+        for r, (_, _, part_hw) in enumerate(parts):
+            index.hw[todo[r::world_size]] = part_hw
+    else:
+        index.hw[mine] = hw
     bad.update(found)
     bad = dict(sorted(bad.items()))
     if watch is not None and world_size == 1:  # this rank opened the files to check: its fstats
@@ -288,7 +346,7 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
         write_manifest(manifest, index, bad)
     log.info("file check of %s: %d files, %d checked (%d by this rank), %d bad", index.root, n,
              len(todo), len(mine), len(bad))
-    watch = FileWatch(index.paths, index.sizes.copy(), index.mtimes.copy())
+    watch = FileWatch(index.paths, index.sizes.copy(), index.mtimes.copy(), index.hw)
     watch.checked = len(todo)  # files this start checked (all ranks together)
     return bad, watch
 
@@ -396,8 +454,8 @@ class BadFilesFound(RuntimeError):
 class CheckedPlanSource(PlanSource):
     """`PlanSource` that stats the files of every batch it hands to DALI (`FileWatch`)."""
 
-    def __init__(self, paths, mixing: bool, crops, watch: FileWatch):
-        super().__init__(paths, mixing, crops)
+    def __init__(self, paths, mixing: bool, crops, watch: FileWatch, hw: np.ndarray | None = None):
+        super().__init__(paths, mixing, crops, hw)
         self.watch = watch
 
     def __call__(self):

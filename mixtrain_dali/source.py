@@ -3,8 +3,11 @@ batches as DALI slots.
 
 Per iteration it emits one *slot* per constituent image. The composites' heads come first
 (slot i is the head of the batch's composite i), then the donors row by row. Per slot:
-the file path (uint8), the flip bit, the crop window candidates (crops.CropPlanner's draw
-as crops.window_rows), the tile size
+the file path (uint8), the flip bit, the crop window: with every image's size known
+(`hw`, from the file check) the window's relative (start, shape) worked out here
+(crops.relative_window, in float32 as the graph would), else its candidates
+(crops.CropPlanner's draw as crops.window_rows) for the graph to finish from the file's
+header (pipelines.crop_window), the tile size
 (h, w); on a head, the slot ids of its constituents and their out_anchors for
 `fn.multi_paste`; on a donor, empty arrays.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .crops import CropPlanner, window_rows
+from .crops import CropPlanner, relative_window, window_rows
 from .dataset import PathList
 from .plan import EpochPlan
 
@@ -62,17 +65,19 @@ class PlanSource:
     """The callable behind the train pipeline's batch-mode `fn.external_source`.
 
     Outputs: (paths, flips, windows) without mixing; (paths, flips, windows, tile_hw,
-    paste_ids, anchors) with.
+    paste_ids, anchors) with. `windows` is two outputs, the relative start and shape, when
+    `hw` ((N, 2) image sizes, all known) is given: `host_windows`.
 
     `start(plan, batches)` arms it with an epoch; each call returns the next iteration's
     outputs and raises StopIteration after the last batch (DALI then ends the epoch).
     `fed` keeps the SlotBatches handed out and not yet consumed, for error recovery.
     """
 
-    def __init__(self, paths: PathList, mixing: bool, crops: CropPlanner):
+    def __init__(self, paths: PathList, mixing: bool, crops: CropPlanner, hw: np.ndarray | None = None):
         self.paths = paths  # `paths.encoded_batch(ids)`: the paths as NUL-padded uint8 rows, what DALI reads
         self.mixing = mixing
         self.crops = crops
+        self.hw = hw
         self.plan: EpochPlan | None = None
         self.batches: list[np.ndarray] = []
         self.position = 0
@@ -86,13 +91,22 @@ class PlanSource:
         if self.plan is None or self.position >= len(self.batches):
             raise StopIteration
         slots = SlotBatch(self.plan, self.batches[self.position], pastes=self.mixing)
-        windows = window_rows(self.crops.draw(self.plan.epoch, self.position, slots.tile_hw))
+        drawn = self.crops.draw(self.plan.epoch, self.position, slots.tile_hw)
+        if self.host_windows:
+            windows = relative_window(drawn, self.hw[slots.slot_samples], np.float32)
+        else:
+            windows = (window_rows(drawn),)
         self.position += 1
         self.fed.append(slots)
         paths = self.paths.encoded_batch(slots.slot_samples)
         if not self.mixing:
-            return paths, slots.flips, windows
+            return paths, slots.flips, *windows
         n_donors = len(slots) - len(slots.composites)
         ids = slots.paste_ids + [_EMPTY_IDS] * n_donors
         anchors = slots.anchors + [_EMPTY_ANCHORS] * n_donors
-        return paths, slots.flips, windows, slots.tile_hw, ids, anchors
+        return paths, slots.flips, *windows, slots.tile_hw, ids, anchors
+
+    @property
+    def host_windows(self) -> bool:
+        """Whether the crop windows are finished here (the graph then takes start and shape)."""
+        return self.hw is not None

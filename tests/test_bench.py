@@ -301,3 +301,18 @@ def test_startup_small_tree_times_every_case_and_counts_the_files_read(tmp_path)
     assert cases["ours_no_check"]["files_opened_per_rank"] == [0]
     assert cases["ours_cold_2ranks"]["files_opened_per_rank"] == [120, 120]
     assert cases["ours_manifest_2ranks"]["files_opened_per_rank"] == [0, 0]
+
+
+def test_crop_windows_quick_times_both_ways_and_the_loader(tmp_path):
+    import crop_windows_cpu
+
+    out = tmp_path / "out"
+    result = crop_windows_cpu.main(["--quick", "--rounds", "1", "--out-dir", str(out),
+                                    "--data-dir", str(tmp_path / "data")])
+    assert set(result["median_ms"]) == {"read", "graph windows", "host windows"}
+    assert all(_positive(v) for v in result["median_ms"].values())
+    assert all(_positive(v) for v in result["loader_median"].values()) and len(result["loader_median"]) == 2
+    assert result["saved_ms_per_batch"] == pytest.approx(
+        result["median_ms"]["graph windows"] - result["median_ms"]["host windows"])
+    md = (out / "crop_windows_cpu_quick.md").read_text()
+    assert md.startswith("# Crop windows") and "--quick" in md and "| host windows |" in md

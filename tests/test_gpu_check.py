@@ -27,7 +27,7 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_2():
 
 def test_every_stage_is_time_bounded_within_eight_minutes():
     names = [name for name, _ in gpu_check.stages("python3")]
-    assert names == ["data", "tests", "loader", "speedup"]
+    assert names == ["data", "tests", "loader", "speedup", "profile"]
     assert set(gpu_check.LIMIT_S) == set(names) and sum(gpu_check.LIMIT_S.values()) < 480
     cmds = dict(gpu_check.stages("python3"))
     assert "-m" in cmds["tests"] and "gpu" in cmds["tests"]
@@ -50,14 +50,18 @@ def test_report_and_packed_output(tmp_path, monkeypatch):
     (results / "loader_throughput_gpu.json").write_text(json.dumps({"variants": variants}))
     (results / "train_speedup_gpu.json").write_text(json.dumps({"comparisons": {"mixtrain_x1.6": {
         "target_speedup": 1.6, "ideal": 1.6, "measured": 1.5, "efficiency": 0.9375}}}))
+    (results / "gpu_loader_profile.json").write_text(json.dumps({"results": {
+        "plain": {"images_per_s": 2000.0}, "ours": {"images_per_s": 1500.0}}}))
     tests = _stage(True, ["GPU-CHECK peak_gpu_memory_gib=3.20", "5 passed in 9s"])
-    stages = {"data": _stage(True), "tests": tests, "loader": _stage(True), "speedup": _stage(False)}
+    stages = {"data": _stage(True), "tests": tests, "loader": _stage(True), "speedup": _stage(False),
+              "profile": _stage(True)}
     v = {"gpu": "NVIDIA H100", "gpus": 1, "driver": "580", "dali": "2.4.0", "torch": "2.11"}
     res, md = gpu_check.summary(stages, v, "make gpu-check", "today")
     assert md.splitlines()[2] == "**Result:** FAILED: speedup"
     assert "DALI 2.4.0, torch 2.11" in md and "`make gpu-check`" in md
     assert res["measurements"] == ["peak_gpu_memory_gib=3.20"] and res["pytest"] == "5 passed in 9s"
     assert res["loader_off_vs_plain_dali"] == pytest.approx(0.98)
+    assert res["profile"] == {"plain": 2000.0, "ours": 1500.0} and "| ours | 1500 | 0.75 |" in md
     assert "speedup" not in res  # a failed stage's stale file is not reported
     (results / "gpu_check.log").write_text("log")
     gpu_check.pack(str(tmp_path / "out"))

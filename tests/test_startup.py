@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from conftest import write_colour_folder
@@ -190,10 +191,13 @@ def test_check_split_across_two_ranks_injected_gather(folder, opened, tmp_path):
             return list(box)
         return gather
 
+    sizes = [None, None]
+
     def run(rank):
         index = scan_image_folder(folder, stat=True)
         results[rank] = check_index(index, rank=rank, world_size=2, gather=gather_for(rank),
                                     manifest=tmp_path / "m.npz")[0]
+        sizes[rank] = index.hw
 
     threads = [threading.Thread(target=run, args=(r,), name=f"rank{r}") for r in range(2)]
     for t in threads:
@@ -204,6 +208,10 @@ def test_check_split_across_two_ranks_injected_gather(folder, opened, tmp_path):
     assert sorted(opened["rank0"]) == sorted(index.paths[0::2])
     assert sorted(opened["rank1"]) == sorted(index.paths[1::2])
     assert results[0] == results[1] and [index.paths[i] for i in results[0]] == [bad_path]
+    # each rank read half the headers; both hold every image's size (the crop windows need them)
+    want = np.array([Image.open(p).size[::-1] if p != bad_path else (-1, -1) for p in index.paths])
+    np.testing.assert_array_equal(sizes[0], want)
+    np.testing.assert_array_equal(sizes[1], want)
 
 
 # -- two real processes (gloo) ------------------------------------------------------------
