@@ -313,13 +313,13 @@ class TrainLoader(_FolderAttributes):
         check. `crop_windows` says which."""
         hw, usable = self.index.hw, ~self.excluded
         if not validate or hw is None:
-            why = "no file check (validate=False), so no image sizes"
+            why = "no file check, so no image sizes"
         elif (hw[usable] > 0).all():
-            self.crop_windows = "host"
+            self.crop_windows, self.crop_windows_why = "host", None
             return hw
         else:
             why = f"{int((hw[usable] <= 0).any(1).sum())} image size(s) unknown after the file check"
-        self.crop_windows = "graph"
+        self.crop_windows, self.crop_windows_why = "graph", why
         log.info("crop windows are finished in the DALI graph: %s", why)
         return None
 

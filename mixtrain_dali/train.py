@@ -140,7 +140,7 @@ def start_summary(config: Config, loader: TrainLoader, val_loader: ValLoader | N
     return "\n".join([
         f"mixtrain: {t.arch} on {where}{ranks}, {epochs}",
         f"  data:   {train} in {_count(len(loader.classes), 'class', 'classes')} ({data / 'train'}); val: {val}",
-        f"  files:  {_describe_file_check(loader.file_check)}",
+        f"  files:  {_describe_file_check(loader.file_check)}; {_describe_windows(loader)}",
         f"  steps:  {steps} in epoch {start_epoch + 1}, batch {d.batch_size}"
         + (f" per process ({d.batch_size * world} in all)" if world > 1 else ""),
         f"  mixing: {loader.controller.describe()}",
@@ -159,6 +159,13 @@ def _describe_file_check(check: dict | None) -> str:
     size = f", {os.path.getsize(where) / 1e6:.1f} MB" if os.path.exists(where) else ""
     return (f"{_count(check['checked'], 'file')} checked; verdicts kept in {where}{size} "
             "(a later start checks only new files)")
+
+
+def _describe_windows(loader) -> str:
+    """Where the crop windows are finished (TrainLoader._sizes_for_windows), in words."""
+    if loader.crop_windows == "host":
+        return "crop windows finished on the host (image sizes from the check)"
+    return f"crop windows finished in the DALI graph ({loader.crop_windows_why})"
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:

@@ -14,6 +14,7 @@ from PIL import Image
 from mixtrain_dali.config import MixConfig
 from mixtrain_dali.loader import TrainLoader
 from mixtrain_dali.manifest import Manifest
+from mixtrain_dali.train import _describe_windows
 
 # odd sides, portrait and landscape, tall strips; (h, w) as shown, after any EXIF rotation
 SIZES = [(301, 257), (120, 400), (400, 120), (77, 91), (256, 256), (500, 333), (90, 300), (333, 211)]
@@ -85,8 +86,9 @@ def _file_numbers(loader):
 def test_windows_fall_back_to_the_graph_without_every_size(textured, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="mixtrain_dali.loader")
     kw = dict(batch_size=4, image_size=32, threads=1, device="cpu")
-    assert TrainLoader(textured, validate=False, **kw).crop_windows == "graph"
-    assert "no file check" in caplog.text
+    unchecked = TrainLoader(textured, validate=False, **kw)
+    assert unchecked.crop_windows == "graph" and "no file check" in caplog.text
+    assert _describe_windows(unchecked) == "crop windows finished in the DALI graph (no file check, so no image sizes)"
     # a size the check could not learn (here: taken out of the manifest) keeps the graph's way
     loader = TrainLoader(textured, manifest=tmp_path, **kw)
     assert loader.crop_windows == "host"

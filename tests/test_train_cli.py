@@ -330,6 +330,7 @@ def test_start_up_summary_says_device_model_data_steps_and_mixing(small_data, tm
     out = capsys.readouterr().out
     assert "24 images in 3 classes" in out and "val: none (no val/)" in out and "mixing: off" in out, out
     assert "files:  24 files checked; verdicts kept in" in out, out  # a new folder: every file read
+    assert "; crop windows finished on the host (image sizes from the check)" in out, out
     _train_epochs_then_stop(load_config(None, recipe), no_val, tmp_path / "plain2", stop_after=0)
     assert "none read: the manifest" in capsys.readouterr().out  # the second start reads no file
 
