@@ -307,8 +307,8 @@ class TrainLoader(_FolderAttributes):
 
     def _sizes_for_windows(self, validate: bool) -> np.ndarray | None:
         """Every usable image's size (from the file check or its manifest), so that the host
-        finishes the crop windows and the DALI graph has no per-sample arithmetic (about 6 ms
-        of serial CPU a batch of 256 saved; benchmarks/results/crop_windows_cpu.md); None
+        finishes the crop windows and the DALI graph has no per-sample arithmetic (5-6 ms of
+        pipeline time a batch of 256 saved on one DALI thread; results/crop_windows_cpu.md); None
         (the graph finishes them from each header) when a size is unknown or there was no
         check. `crop_windows` says which."""
         hw, usable = self.index.hw, ~self.excluded

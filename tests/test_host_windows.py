@@ -119,3 +119,24 @@ def test_the_manifest_keeps_the_sizes_and_an_old_one_is_rebuilt(textured, tmp_pa
     old = TrainLoader(textured, **kw)
     assert "version 1" in caplog.text
     assert old.file_check["checked"] == len(old.index) and old.crop_windows == "host"
+
+
+def test_sizes_the_header_does_not_give_are_asked_of_dali(tmp_path, monkeypatch):
+    """TIFF and WebP: no header parse of ours; DALI's peek_image_shape sizes them at the check
+    (up to robust.PEEK_LIMIT files, or 1%), past the limit they stay unknown."""
+    from bad_images import GOOD_WRITERS
+
+    from mixtrain_dali import robust
+
+    folder = tmp_path / "data" / "a"
+    folder.mkdir(parents=True)
+    for i, (kind, ext) in enumerate([("tiff", "tiff"), ("webp_lossless", "webp"), ("rgb_jpeg", "jpg"), ("rgb_png", "png")]):
+        GOOD_WRITERS[kind](str(folder / f"{i}.{ext}"), (30, 90, 200), (37 + i, 23))
+    kw = dict(batch_size=2, image_size=32, threads=1, device="cpu", manifest=False)
+    loader = TrainLoader(tmp_path / "data", **kw)
+    assert loader.crop_windows == "host"
+    np.testing.assert_array_equal(loader.index.hw, [(23, 37), (23, 38), (23, 39), (23, 40)])
+    monkeypatch.setattr(robust, "PEEK_LIMIT", 1)  # 2 unknown, more than max(1, 4 // 100)
+    loader = TrainLoader(tmp_path / "data", **kw)
+    assert loader.crop_windows == "graph" and loader.crop_windows_why == "2 image size(s) unknown after the file check"
+    assert len([y for _, y in loader]) == len(loader)
