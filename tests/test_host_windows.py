@@ -60,7 +60,7 @@ def _graph_windows(loader):
 @pytest.mark.parametrize("mix,tries", [(None, 1), (None, 10), (MixConfig(enabled=True, k=4, fraction=0.6, warmup_epochs=0,
                                                                          final_full_fraction=0), 1)])
 def test_host_windows_decode_exactly_what_the_graph_windows_do(textured, tmp_path, mix, tries, device):
-    """Bit for bit on either decoder: the windows are the same float32 numbers."""
+    """The same float32 windows, so the same pixels: bit for bit on the CPU decoder."""
     kw = dict(batch_size=4, image_size=48, seed=11, threads=1, device=device, scale=(0.08, 1.0),
               crop_tries=tries, manifest=tmp_path)
     if mix is not None:
@@ -73,8 +73,10 @@ def test_host_windows_decode_exactly_what_the_graph_windows_do(textured, tmp_pat
     for epoch in range(2):
         a, b = _epoch(host), _epoch(graph)
         assert len(a) == len(b) > 0
-        for x, y in zip(a, b):
-            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        for x, y in zip(a, b):  # the GPU: within a grey level (nvJPEG may split a batch between
+            # its hardware and CUDA decoders differently); a window shifted by one pixel on these
+            # noisy images would differ by tens of levels
+            torch.testing.assert_close(x, y, rtol=0, atol=0 if device == "cpu" else 1.01 / 255 / 0.225)
     if mix is not None:
         assert host.mixed_seen > 0  # composites were among what was compared
 
