@@ -45,7 +45,7 @@ SIZE = (400, 500)
 GPU_TEST_FILES = ["tests/test_gpu_path.py", "tests/test_loader.py", "tests/test_robust.py",
                   "tests/test_composite.py", "tests/test_devices.py", "tests/test_augment.py",
                   "tests/test_host_windows.py"]
-LIMIT_S = {"data": 30, "tests": 170, "loader": 90, "speedup": 125, "profile": 60}  # 475 s together
+LIMIT_S = {"data": 30, "tests": 170, "loader": 90, "speedup": 115, "profile": 70}  # 475 s together
 
 
 def stages(py: str) -> list[tuple[str, list[str]]]:

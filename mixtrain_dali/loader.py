@@ -561,7 +561,7 @@ class TrainLoader(_FolderAttributes):
         with quiet_dali_deprecations():  # the graph is traced when the pipeline is made
             pipe = train_pipeline(
                 source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
-                augment=self.augment, host_windows=self._source.host_windows,
+                augment=self.augment, host_windows=self._source.host_windows, crop_tries=d.crop_tries,
                 enable_conditionals=self.augment is not None and self.augment.conditionals,
                 batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
                 num_threads=d.resolved_threads(), device_id=self.device_id,

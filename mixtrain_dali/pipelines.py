@@ -84,11 +84,12 @@ _GPU_DECODER_HINTS = dict(device_memory_padding=211025920, host_memory_padding=1
 @pipeline_def(enable_conditionals=False)
 def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_upsampling: bool = False,
                    decoder_hints: bool = True, augment: _augment.Augment | None = None,
-                   host_windows: bool = False):
+                   host_windows: bool = False, crop_tries: int | None = None):
     """`augment` (augment.Augment): per-slot augmentations at the tile's size; its policy needs
     the pipeline made with `enable_conditionals=augment.conditionals`. `host_windows`: the
     source hands each slot's finished relative (start, shape) (every image's size known, see
-    source.py), else the window's candidates, which `crop_window` finishes from the header."""
+    source.py), else the window's candidates, which `crop_window` finishes from the header
+    (`crop_tries`: how many there are, None if not known)."""
     window_types = [types.FLOAT, types.FLOAT] if host_windows else [types.FLOAT]
     types_ = [types.UINT8, types.INT32, *window_types]
     if mixing:
@@ -98,7 +99,7 @@ def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_ups
     windows = outs[2:2 + len(window_types)]
     tile_hw = outs[2 + len(window_types)] if mixing else [image_size, image_size]
     encoded = fn.io.file.read(paths)
-    start, shape = windows if host_windows else crop_window(encoded, windows[0])
+    start, shape = windows if host_windows else crop_window(encoded, windows[0], crop_tries)
     hints = _GPU_DECODER_HINTS if device == "gpu" and decoder_hints else {}
     # fancy_upsampling: libjpeg's (PIL's) chroma upsampling; val uses it, to match torchvision
     images = fn.decoders.image_slice(
@@ -118,14 +119,19 @@ def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_ups
     return images
 
 
-def crop_window(encoded, rows):
+def crop_window(encoded, rows, tries: int | None = None):
     """Relative (start, shape), (y, x) each, of the host's crop windows on each file's image,
     from its header (CPU arithmetic only). `rows`: crops.window_rows, per slot one row per
     candidate window [sqrt(area / ratio), sqrt(area * ratio), index] and a last row
     [u_y, u_x, 0]. The first candidate that fits is kept (torchvision's rule); when none
     does, the first keeps its aspect ratio and shrinks until it fits (with one candidate,
-    always that). crops.relative_window is the numpy twin."""
+    always that). `tries=1` (one candidate, known when the graph is made): 9 operators
+    instead of some twenty, the same numbers. crops.relative_window is the numpy twin."""
     hw = fn.peek_image_shape(encoded, dtype=types.FLOAT)  # (H, W, C), EXIF-adjusted
+    if tries == 1:
+        rel = rows[0, 0:2] * dmath.sqrt(hw[1::-1] / hw[0:2])  # the candidate's (h, w)
+        shape = rel / dmath.max(fn.reductions.max(rel), 1.0)  # shrunk to fit, if it does not
+        return rows[1, 0:2] * (1.0 - shape), shape
     rel = rows[:-1, 0:2] * dmath.sqrt(hw[1::-1] / hw[0:2])  # (tries, 2): each candidate's (h, w)
     # the first fitting candidate: the lowest index among those that fit, +1000 if it does not
     score = rows[:-1, 2] + 1000.0 * fn.cast(fn.reductions.max(rel, axes=1) > 1.0, dtype=types.FLOAT)

@@ -116,14 +116,19 @@ def test_the_graph_picks_the_same_windows_as_its_numpy_twin(tmp_path):
         rows = window_rows(windows)
 
         @pipeline_def
-        def graph():
+        def graph(known):
             encoded = fn.io.file.read(fn.external_source(
                 source=lambda: [np.frombuffer(f.encode(), np.uint8) for f in files], batch=True))
-            return crop_window(encoded, fn.external_source(source=lambda: rows, batch=True))
+            return crop_window(encoded, fn.external_source(source=lambda: rows, batch=True), known)
 
-        pipe = graph(batch_size=len(files), num_threads=1, device_id=None)
-        pipe.build()
-        start, shape = (np.stack([np.array(t[i]) for i in range(len(files))]) for t in pipe.run())
+        outs = []
+        for known in (None, tries):  # the general graph, and the one made for `tries` candidates
+            pipe = graph(known, batch_size=len(files), num_threads=1, device_id=None)
+            pipe.build()
+            outs.append([np.stack([np.array(t[i]) for i in range(len(files))]) for t in pipe.run()])
+        np.testing.assert_array_equal(outs[0][0], outs[1][0])
+        np.testing.assert_array_equal(outs[0][1], outs[1][1])
+        start, shape = outs[0]
         want_start, want_shape = relative_window(windows, np.array(sizes))
         np.testing.assert_allclose(shape, want_shape, atol=1e-6)
         np.testing.assert_allclose(start, want_start, atol=1e-6)
