@@ -8,7 +8,7 @@ which on a GPU sits in front of every batch. The up-front file check opens every
 anyway (robust.py), and the size is in the header it reads: with every size known the host
 hands DALI the finished windows and the graph does no arithmetic at all.
 
-`image_hw(head, read)`: JPEG (the SOFn segment; EXIF orientation 5-8 swaps height and
+`image_hw(head, read_at)`: JPEG (the SOFn segment; EXIF orientation 5-8 swaps height and
 width, as DALI's decoder rotates such images), PNG (IHDR) and BMP. None where the answer
 is not certain from the bytes: another format, a JPEG whose height is in a DNL segment, a
 PNG with an eXIf chunk (whether a decoder rotates it varies), a header cut short. The
@@ -31,12 +31,13 @@ def image_hw(head: bytes, read_at: Callable[[int, int], bytes] | None = None) ->
     """(height, width) after EXIF rotation, from a file's first bytes `head`, or None.
 
     `read_at(offset, n)`: up to n bytes of the file from `offset`, for a JPEG whose frame
-    header lies past `head` (behind a large EXIF or ICC segment): the walk over the
-    segments reads on, a few small reads, never the image data."""
+    header lies past `head` (behind a large EXIF or ICC segment), or a PNG whose chunks
+    before the image data do: the walk over the segments or chunks reads on, a few small
+    reads, never the image data."""
     if head[:3] == b"\xff\xd8\xff":
         return _jpeg(head, read_at)
     if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return _png(head)
+        return _png(head, read_at)
     if head[:2] == b"BM":
         return _bmp(head)
     return None
@@ -99,19 +100,24 @@ def _exif_orientation(b: bytes, start: int, end: int) -> int:
     return 1
 
 
-def _png(b: bytes):
+def _png(b: bytes, read_at):
+    """IHDR's size, once the chunks before IDAT show no eXIf (read on past `b` if needed)."""
     if len(b) < 24 or b[12:16] != b"IHDR":
         return None
     w, h = struct.unpack_from(">II", b, 16)
     p = 8
-    while p + 8 <= len(b):  # an eXIf chunk (before IDAT, by the standard): leave it to DALI
-        size, kind = struct.unpack_from(">I4s", b, p)
+    while True:  # an eXIf chunk (before IDAT, by the standard): leave it to DALI
+        if p + 8 <= len(b):
+            size, kind = struct.unpack_from(">I4s", b, p)
+        elif read_at is not None and len(more := read_at(p, 8)) == 8:
+            size, kind = struct.unpack_from(">I4s", more, 0)
+        else:
+            return None  # cut short
         if kind == b"eXIf":
             return None
         if kind == b"IDAT":
             return (h, w) if h and w else None
         p += 12 + size
-    return None  # the chunks before IDAT go on past `head`
 
 
 def _bmp(b: bytes):

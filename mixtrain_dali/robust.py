@@ -39,15 +39,15 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from array import array
 import zlib
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .dataset import run_adaptive
 from .augment import quiet_dali_deprecations
+from .dataset import run_adaptive
 from .errors import UserError
 from .imagesize import HEAD, image_hw
 from .layout import layout_batch
@@ -103,7 +103,8 @@ def check_file(path: str) -> str:
 def _check(path) -> tuple[str, int, int, int, int]:
     """(verdict, size, mtime_ns, height, width); size and mtime are -1 when the file cannot
     be opened, height and width (after EXIF rotation, imagesize.py) -1 when the header does
-    not say them for certain. One open, fstat, a read of the first page and one of the end."""
+    not say them for certain. One open, fstat, a read of the first 1 KB and one of the end
+    (a few more for a JPEG whose frame header lies further in)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

@@ -73,6 +73,14 @@ def test_sizes_match_dali_for_every_format_and_orientation(tmp_path):
         path = str(tmp_path / f"orient{o}.jpg")
         Image.new("RGB", (41, 17), (200, 30, 60)).save(path, "JPEG", exif=_exif(o))
         files.append(path)
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("comment", "y" * 5000)  # a tEXt chunk before IDAT, longer than the first read
+    Image.new("RGB", (29, 31), (1, 2, 3)).save(tmp_path / "long_text.png", pnginfo=text)
+    files.append(str(tmp_path / "long_text.png"))
+    with open(files[-1], "rb") as f:
+        assert f.read().find(b"IDAT") > HEAD
     for name, exif in (("icc.jpg", None), ("icc_exif6.jpg", _exif(6)), ("icc_longexif5.jpg", _long_exif(5)),
                        ("longexif8.jpg", _long_exif(8))):
         if name.startswith("icc"):
@@ -90,6 +98,7 @@ def test_sizes_match_dali_for_every_format_and_orientation(tmp_path):
     unknown = sorted(f.rsplit("/", 1)[1] for f, hw in ours.items() if hw is None)
     assert unknown == ["tiff.tiff", "webp_lossless.webp"]
     assert ours[str(tmp_path / "orient6.jpg")] == (41, 17) and ours[str(tmp_path / "orient1.jpg")] == (17, 41)
+    assert ours[str(tmp_path / "long_text.png")] == (31, 29)
     assert ours[str(tmp_path / "icc_longexif5.jpg")] == (50, 30) and ours[str(tmp_path / "longexif8.jpg")] == (41, 17)
     # without a way to read on, a header past the bytes given is not guessed
     with open(str(tmp_path / "longexif8.jpg"), "rb") as f:
