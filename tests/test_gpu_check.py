@@ -25,10 +25,11 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_2():
     assert proc.stdout.strip().count("\n") == 0 and "needs a CUDA GPU" in proc.stdout
 
 
-def test_every_stage_is_time_bounded_within_eight_minutes():
+def test_every_stage_is_time_bounded_within_the_device_call_limit():
+    """The device runs one command for at most 600 s: the stages' limits leave 90 s for the rest."""
     names = [name for name, _ in gpu_check.stages("python3")]
     assert names == ["data", "tests", "loader", "speedup", "profile"]
-    assert set(gpu_check.LIMIT_S) == set(names) and sum(gpu_check.LIMIT_S.values()) < 480
+    assert set(gpu_check.LIMIT_S) == set(names) and sum(gpu_check.LIMIT_S.values()) <= 510
     cmds = dict(gpu_check.stages("python3"))
     assert "-m" in cmds["tests"] and "gpu" in cmds["tests"]
     for f in gpu_check.GPU_TEST_FILES:  # none of them needs hypothesis (absent on the GPU machine)
