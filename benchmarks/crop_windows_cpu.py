@@ -62,10 +62,15 @@ def main(argv: list[str] | None = None) -> dict:
     root = common.benchmark_jpegs(common.data_dir(args), n, (400, 500), progress=False)
 
     size = 224
+    loaders = {}  # whole loaders: host windows, and the same made to finish them in the graph
+    for name, host in (("TrainLoader, host windows", True), ("TrainLoader, graph windows", False)):
+        loader = TrainLoader(root, bs, size, device="cpu", threads=max(args.threads, 2), manifest=False)
+        assert loader.crop_windows == "host", "every benchmark JPEG's size should be known"
+        if not host:
+            loader._source.hw = None  # as without sizes: the graph finishes the windows
+        loaders[name] = loader
     # the loader's index and sizes (its file check), and one epoch's plan and batches
-    probe = TrainLoader(root, bs, size, device="cpu", threads=args.threads, manifest=False)
-    index = probe.index
-    assert probe.crop_windows == "host", "every benchmark JPEG's size should be known"
+    index = loaders["TrainLoader, host windows"].index
     plan = single_plan(0, np.arange(len(index)), (size, size), np.zeros(len(index), np.uint8))
     batches = plan.batches(bs)[:len(index) // bs]
     crops = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (size, size))
@@ -112,13 +117,6 @@ def main(argv: list[str] | None = None) -> dict:
         except StopIteration:
             pass
         return elapsed / len(batches) * 1000
-
-    loaders = {}
-    for name, host in (("TrainLoader, host windows", True), ("TrainLoader, graph windows", False)):
-        loader = TrainLoader(root, bs, size, device="cpu", threads=max(args.threads, 2), manifest=False)
-        if not host:
-            loader._source.hw = None  # as without sizes: the graph finishes the windows
-        loaders[name] = loader
 
     def loader_pass(name) -> float:
         loader = loaders[name]

@@ -190,6 +190,12 @@ class ImageFolderIndex:
             self._path_bytes, self._path_lens = buf, lens
         return self._path_bytes, self._path_lens
 
+    def image_sizes(self) -> np.ndarray:
+        """`hw`, made first (every size unknown, -1) if the index has none for its files."""
+        if self.hw is None or len(self.hw) != len(self):
+            self.hw = np.full((len(self), 2), -1, np.int32)
+        return self.hw
+
     def stat(self, ids=None) -> None:
         """Fill `sizes` and `mtimes` with one `os.stat` per file (-1 where it fails), for an
         index scanned without `stat=True`; `ids`: only those files. In this thread unless

@@ -78,8 +78,7 @@ class Manifest:
         groups = _class_groups(index)
         return cls([name for name, _, _ in groups], np.array([b - a for _, a, b in groups], np.int64),
                    index.paths.buf, index.paths.offsets, index.sizes, index.mtimes,
-                   {int(i): str(r) for i, r in bad.items()},
-                   index.hw if index.hw is not None else np.full((len(index), 2), -1, np.int32))
+                   {int(i): str(r) for i, r in bad.items()}, index.image_sizes())
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically: readers see the old file or the new one, never a part."""
@@ -162,8 +161,7 @@ def reuse(index: ImageFolderIndex, manifest: Manifest) -> tuple[np.ndarray, dict
     the manifest found bad, whether the manifest differs from the tree at all)."""
     paths = index.paths
     by_name = index.sizes is None
-    if index.hw is None or len(index.hw) != len(index):
-        index.hw = np.full((len(index), 2), -1, np.int32)
+    index.image_sizes()  # made (all unknown) if the index has none yet
     if by_name:
         index.sizes = np.full(len(index), -1, np.int64)
         index.mtimes = np.full(len(index), -1, np.int64)

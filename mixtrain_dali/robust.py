@@ -222,29 +222,32 @@ PEEK_LIMIT = 1000  # files of unknown size asked of DALI at the check (or 1% of 
 
 def peek_sizes(paths: list[str], batch: int = 64) -> np.ndarray:
     """(n, 2) int32 (height, width) of each file as DALI's decoder sees it (-1 where it
-    cannot say): `fn.peek_image_shape` on the CPU, which reads each whole file."""
+    cannot say): `fn.peek_image_shape` on the CPU, which reads each whole file. One
+    pipeline fed `batch` files a run, made again after a run that raised (a DALI pipeline
+    that raised is no longer valid; that run's files stay unknown)."""
     from nvidia.dali import fn, pipeline_def, types
 
+    @pipeline_def(batch_size=batch, num_threads=1, device_id=None, exec_dynamic=True, prefetch_queue_depth=1)
+    def peek():
+        encoded = fn.io.file.read(fn.external_source(name="paths", batch=True, dtype=types.UINT8))
+        return fn.peek_image_shape(encoded, dtype=types.INT32)
+
     out = np.full((len(paths), 2), -1, np.int32)
+    pipe = None
     for lo in range(0, len(paths), batch):
-        part, pipe = paths[lo:lo + batch], None
-
-        @pipeline_def
-        def peek():
-            encoded = fn.io.file.read(fn.external_source(
-                source=lambda: [np.frombuffer(os.fsencode(p), np.uint8) for p in part], batch=True))
-            return fn.peek_image_shape(encoded, dtype=types.INT32)
-
+        part = paths[lo:lo + batch]
         try:
-            with quiet_dali_deprecations():
-                pipe = peek(batch_size=len(part), num_threads=1, device_id=None, exec_dynamic=True)
-                pipe.build()
-                (shapes,) = pipe.run()
+            if pipe is None:
+                with quiet_dali_deprecations():
+                    pipe = peek()
+                    pipe.build()
+            pipe.feed_input("paths", [np.frombuffer(os.fsencode(p), np.uint8) for p in part])
+            (shapes,) = pipe.run()
             out[lo:lo + len(part)] = [np.asarray(shapes[i])[:2] for i in range(len(part))]
         except Exception as e:  # noqa: BLE001  (a file DALI cannot parse: its size stays unknown)
+            pipe = None
             log.info("peek_image_shape failed on %d file(s) from %s (%s): their crop windows are "
                      "worked out in the DALI graph", len(part), part[0], e)
-        del pipe
     return out
 
 
@@ -306,8 +309,7 @@ def check_index(index, *, rank: int = 0, world_size: int = 1, gather=None, manif
 
     n = len(index)
     known = read_manifest(manifest) if manifest is not None else None
-    if index.hw is None or len(index.hw) != n:
-        index.hw = np.full((n, 2), -1, np.int32)
+    index.image_sizes()  # made (all unknown) if the index has none yet
     if index.sizes is None and known is not None and stat_known:
         index.stat()
     if known is not None:

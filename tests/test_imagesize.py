@@ -1,4 +1,5 @@
-"""imagesize.image_hw: each image's size from its header, as DALI's own peek_image_shape sees it."""
+"""imagesize.image_hw: each image's size from its header, as DALI's own peek_image_shape sees it
+(robust.peek_sizes, which the check uses for the files the header does not size)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,7 @@ from PIL import Image
 
 from bad_images import GOOD_EXT, GOOD_WRITERS
 from mixtrain_dali.imagesize import HEAD, image_hw
-
-
-def _dali_hw(files: list[str]) -> list[tuple[int, int]]:
-    from nvidia.dali import fn, pipeline_def, types
-
-    @pipeline_def
-    def peek():
-        encoded = fn.io.file.read(fn.external_source(
-            source=lambda: [np.frombuffer(f.encode(), np.uint8) for f in files], batch=True))
-        return fn.peek_image_shape(encoded, dtype=types.INT32)
-
-    pipe = peek(batch_size=len(files), num_threads=1, device_id=None)
-    pipe.build()
-    (shapes,) = pipe.run()
-    return [tuple(int(v) for v in np.array(shapes[i])[:2]) for i in range(len(files))]
+from mixtrain_dali.robust import peek_sizes
 
 
 def _ours(path: str):
@@ -91,7 +78,7 @@ def test_sizes_match_dali_for_every_format_and_orientation(tmp_path):
         with open(files[-1], "rb") as f:
             assert f.read().find(b"\xff\xc0") > HEAD  # the case it stands for: the frame is past the first read
     ours = {f: _ours(f) for f in files}
-    dali = dict(zip(files, _dali_hw(files)))
+    dali = {f: tuple(int(v) for v in hw) for f, hw in zip(files, peek_sizes(files, batch=8))}
     known = {f: hw for f, hw in ours.items() if hw is not None}
     assert {f: dali[f] for f in known} == known
     # what is known: every JPEG, PNG and BMP here; TIFF and WebP are left to DALI
