@@ -36,7 +36,7 @@ from typing import Callable
 from nvidia.dali import fn, types
 from nvidia.dali import math as dmath
 
-from .config import check_augment
+from .config import DataConfig, check_augment
 from .errors import UserError
 
 Hook = Callable[[object], object]  # DataNode (uint8 HWC, tile size) -> DataNode (same)
@@ -63,6 +63,17 @@ class Augment:
         if self.hook is not None and not callable(self.hook):
             raise UserError(f"augment={self.hook!r} is not callable; pass a function that takes "
                             "and returns a DALI DataNode (uint8 HWC)")
+
+    @classmethod
+    def from_config(cls, data: DataConfig, hook: Hook | None = None) -> Augment | None:
+        """The augmentations of `data` (and the user's hook) as the graph takes them, or None
+        when there are none (the graph is then the plain one)."""
+        if (hook is None and data.auto_augment == "none" and not any(data.color_jitter)
+                and data.erase_prob == 0):
+            return None
+        return cls(data.auto_augment, data.rand_n, data.rand_m, data.magnitude_bins,
+                   tuple(data.color_jitter), data.erase_prob, tuple(data.erase_scale),
+                   tuple(data.erase_ratio), data.erase_value, hook)
 
     @property
     def conditionals(self) -> bool:

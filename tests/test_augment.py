@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mixtrain_dali import MixConfig, TrainLoader, ValLoader
+from mixtrain_dali.augment import Augment
 from mixtrain_dali.config import IMAGENET_MEAN, IMAGENET_STD, Config, DataConfig
 from mixtrain_dali.errors import UserError
 
@@ -44,7 +45,7 @@ def _pixels(root, device="cpu", mix=None, **kw):
 
 
 def test_plain_output_is_unchanged_without_augmentation(textured):
-    assert DataConfig().augment() is None  # the default graph is the plain one
+    assert Augment.from_config(DataConfig()) is None  # the default graph is the plain one
     a, b = _pixels(textured), _pixels(textured, rand_n=3, rand_m=5)  # knobs of an unused policy
     assert torch.equal(a, b)
 

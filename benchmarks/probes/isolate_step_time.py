@@ -3,7 +3,7 @@ pooling of the composite: `small_cnn`, 64 composites of 32 px (48 mixed k=4 on a
 grid, 16 unmixed), forward + mix_loss + backward, median of 5 rounds of 20 steps, both
 variants interleaved in one process.
 
-  python benchmarks/isolate_step_time.py [--out-dir benchmarks/results/research]
+  python benchmarks/probes/isolate_step_time.py [--out-dir benchmarks/results/research]
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
+
+import common  # noqa: E402  (benchmarks/common.py)
 
 
 def main(argv=None) -> dict:
@@ -23,7 +26,7 @@ def main(argv=None) -> dict:
     from mixtrain_dali.nn import adapt_model, build_model, mix_loss
 
     p = argparse.ArgumentParser()
-    p.add_argument("--out-dir", default="benchmarks/results/research")
+    p.add_argument("--out-dir", default=str(common.RESULTS_DIR / "research"))
     args = p.parse_args(argv)
     torch.manual_seed(0)
     net = adapt_model(build_model("small_cnn", 10)).to(memory_format=torch.channels_last)
@@ -55,7 +58,7 @@ def main(argv=None) -> dict:
     machine = common.machine_info()
     md = common.header(
         "Step time: constituents apart vs region pooling", __doc__.split("\n\n")[0].replace("\n", " "),
-        machine, common.now(), "python benchmarks/isolate_step_time.py " + " ".join(argv or sys.argv[1:]),
+        machine, common.now(), "python benchmarks/probes/isolate_step_time.py " + " ".join(argv or sys.argv[1:]),
         result=f"isolate {apart * 1e3:.1f} ms vs region pooling {region * 1e3:.1f} ms a step: "
                f"{apart / region:.2f}x")
     md += common.markdown_table(["variant", "ms / step (median)", "rounds (ms)"],

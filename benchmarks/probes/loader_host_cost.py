@@ -9,7 +9,7 @@ over --passes passes after one untimed pass: the time outside DALI's wait for it
 is the host cost. Deterministic enough to compare two versions of the code where the
 throughput figures are not (they swing +-10% between runs here).
 
-    python benchmarks/loader_host_cost.py --tag after     # appends to benchmarks/results/loader_host_cost_cpu.json
+    python benchmarks/probes/loader_host_cost.py --tag after     # appends to benchmarks/results/loader_host_cost_cpu.json
 
 Each run is appended (with its tag, git commit and whether the tree was dirty); the Markdown
 file lists every run recorded.
@@ -25,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
 
 import common  # noqa: E402  (benchmarks/common.py)
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     row = {"tag": args.tag, "date": common.now(), "git": common.git_revision(), **profile(args.passes)}
     runs.append(row)
     machine = common.machine_info()
-    command = f"python benchmarks/loader_host_cost.py --tag <tag> --passes {args.passes}"
+    command = f"python benchmarks/probes/loader_host_cost.py --tag <tag> --passes {args.passes}"
     table = common.markdown_table(
         ["run", "commit", "batches", "training thread CPU ms / batch", "profiled host ms / batch",
          "Python calls / batch", "top host costs, profiled (ms / batch)"],

@@ -14,7 +14,7 @@ the demo's 15 epochs): the default first ten (three fine/coarse pairs), one pair
 (fine_dots and fine_checker swapped for star and zigzag), none left (also fine_stripes
 swapped for waves). Checkpoints are kept in --runs-dir: a rerun only evaluates.
 
-    python benchmarks/detail_sensitivity.py --device cpu --runs-dir runs/detail \\
+    python benchmarks/probes/detail_sensitivity.py --device cpu --runs-dir runs/detail \\
         --out-dir benchmarks/results/research \\
         --data imagenette=data/real/imagenette-160:64:6 --data cifar10=data/real/cifar10:32:8
 """
@@ -27,9 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
 
 import common  # noqa: E402  (benchmarks/common.py)
 

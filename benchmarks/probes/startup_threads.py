@@ -8,7 +8,7 @@ forced into a pool:
 
 Median of --repeats, all in one process, warm page cache.
 
-    python benchmarks/startup_threads.py      # writes benchmarks/results/startup_threads_cpu.{json,md}
+    python benchmarks/probes/startup_threads.py      # writes benchmarks/results/startup_threads_cpu.{json,md}
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
 
 import common  # noqa: E402  (benchmarks/common.py)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     for k, r in out.items():
         print(f"{r['label']:26s} {r['us_per_file']:5.1f} us a file", flush=True)
     machine, when = common.machine_info(), common.now()
-    command = "python benchmarks/startup_threads.py" + (" " + " ".join(argv) if argv else "")
+    command = "python benchmarks/probes/startup_threads.py" + (" " + " ".join(argv) if argv else "")
     result = {"benchmark": NAME, "date": when, "command": command, "machine": machine,
               "settings": {"files": n, "repeats": args.repeats, "root": str(root)}, "rows": out,
               "sizes_checked": int(np.count_nonzero(sub.sizes > 0))}

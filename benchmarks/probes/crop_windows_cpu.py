@@ -21,7 +21,7 @@ This measures, on the CPU, the pipeline's time per batch of 256 slots without an
 and then whole TrainLoader passes (mixing off, 224 px) with host windows and with graph
 windows (the one-candidate form, crop_tries=1). Rounds alternate the variants; the medians of the rounds are reported.
 
-    python benchmarks/crop_windows_cpu.py [--rounds 5] [--threads 1] [--quick] [--out-dir DIR]
+    python benchmarks/probes/crop_windows_cpu.py [--rounds 5] [--threads 1] [--quick] [--out-dir DIR]
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
 
 import common  # noqa: E402  (benchmarks/common.py)
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     index = loaders["TrainLoader, host windows"].index
     plan = single_plan(0, np.arange(len(index)), (size, size), np.zeros(len(index), np.uint8))
     batches = plan.batches(bs)[:len(index) // bs]
-    crops = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (size, size))
+    crops = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3))
 
     @pipeline_def(exec_dynamic=True)
     def read(src):

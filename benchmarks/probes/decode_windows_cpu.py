@@ -16,7 +16,7 @@ pixels per image:
   rrc    image_random_crop, random_area 0.08-1 (plain DALI's decoder)
   full   the whole image (reference)
 
-    python benchmarks/decode_windows_cpu.py      # writes benchmarks/results/decode_windows_cpu.{json,md}
+    python benchmarks/probes/decode_windows_cpu.py      # writes benchmarks/results/decode_windows_cpu.{json,md}
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
 
 import common  # noqa: E402  (benchmarks/common.py)
 
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = np.array([Image.open(index.paths[i]).size[::-1] for i in range(n)], np.float64)  # (h, w)
     windows = {}
     for name, tries in (("ours", 1), ("ours_t10", 10)):
-        planner = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (SIZE, SIZE), tries=tries)
-        drawn = np.concatenate([planner.draw(0, b, np.full((BATCH, 2), SIZE)) for b in range(n // BATCH)])
+        planner = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), tries=tries)
+        drawn = np.concatenate([planner.draw(0, b, BATCH) for b in range(n // BATCH)])
         windows[name] = tuple(a.astype(np.float32) for a in relative_window(drawn, sizes))
 
     @pipeline_def
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"DALI's: {o['images_per_s'] / r['images_per_s']:.2f}x and {t['images_per_s'] / r['images_per_s']:.2f}x "
                 "its images/s")
     machine, when = common.machine_info(), common.now()
-    command = "python benchmarks/decode_windows_cpu.py" + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
+    command = "python benchmarks/probes/decode_windows_cpu.py" + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
     md = common.header("Decode alone: our crop windows against DALI's random crop, CPU",
                        f"decoders only (io.file.read + decode, no resize), {n} JPEGs of 400-500 px, batch {BATCH}, "
                        f"{THREADS} threads, {args.rounds} rounds each timing every variant once; median images/s",

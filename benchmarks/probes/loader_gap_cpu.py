@@ -16,7 +16,7 @@
 Each variant: one untimed pass, then the median of --passes passes, all in one process, one
 after the other (ratios within one run are what to read on a noisy machine).
 
-    python benchmarks/loader_gap_cpu.py            # writes benchmarks/results/loader_gap_cpu.{json,md}
+    python benchmarks/probes/loader_gap_cpu.py            # writes benchmarks/results/loader_gap_cpu.{json,md}
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
+_BENCH = Path(__file__).resolve().parents[1]  # benchmarks/, which holds common.py
+if str(_BENCH) not in sys.path:
+    sys.path.insert(0, str(_BENCH))
 
 import common  # noqa: E402  (benchmarks/common.py)
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
             pipe, rewind, [BATCH] * n_batches, lambda o, n: heads_to_torch(o, n, cpu, zero_copy=True)))
         del pipe
 
-    source = PlanSource(index.paths, mixing=False, crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (SIZE, SIZE)))
+    source = PlanSource(index.paths, mixing=False, crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3)))
     plan = single_plan(0, np.arange(len(index)), (SIZE, SIZE), np.zeros(len(index), np.uint8))
     batches = plan.batches(BATCH)
     pipe = train_pipeline(source=source, device="cpu", image_size=SIZE, mixing=False, batch_size=BATCH,
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows.values():
         r["vs_plain"] = r["images_per_s"] / base
     machine, when = common.machine_info(), common.now()
-    command = "python benchmarks/loader_gap_cpu.py" + (" " + " ".join(argv) if argv else "")
+    command = "python benchmarks/probes/loader_gap_cpu.py" + (" " + " ".join(argv) if argv else "")
     result = {"benchmark": NAME, "date": when, "command": command, "machine": machine,
               "settings": {"batch": BATCH, "image_size": SIZE, "dali_threads": THREADS, "images": N,
                            "passes": args.passes}, "variants": rows}
