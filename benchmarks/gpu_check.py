@@ -1,28 +1,42 @@
-"""`make gpu-check`: the GPU path proven in one command, on a machine with CUDA.
+"""`make gpu-check` and `make gpu-check-2`: the GPU path proven in two commands, on a machine
+with CUDA, each within the GPU machine's 600 s a command (`PARTS`: the stage limits of each
+sum to at most 510 s, leaving time for start-up, the report and packing).
 
 Stages, each a subprocess with its own time limit; a failing stage does not stop the next,
 and the exit status is non-zero if any failed (2 without CUDA, where nothing runs):
 
+  part 1 (`make gpu-check`, `gpu_check.py`)
   data     ImageNet-sized JPEGs (400-500 px, q90), generated once under data/benchmarks/
   tests    pytest -m gpu over the test files that hold GPU tests
   loader   benchmarks/loader_throughput.py --device gpu: TrainLoader (mixing off; k=4 f=0.5),
-           plain DALI readers.file, torchvision ImageFolder + DataLoader (16 workers)
+           plain DALI readers.file, torchvision ImageFolder + DataLoader (16 workers), and the
+           read-path A/B: the files read in the DALI graph vs read ahead on host threads
+  profile  benchmarks/gpu_loader_profile.py: raw DALI throughput from plain DALI to our graph,
+           step by step (crop windows finished on the host vs in the graph, the files read
+           in the graph vs ahead, fancy upsampling, decoder hints), where the loader's gap to
+           plain DALI is
+
+  part 2 (`make gpu-check-2`, `gpu_check.py --part 2`)
+  data     as in part 1 (a no-op where part 1 ran on the same machine)
   speedup  benchmarks/train_speedup.py --device gpu: ResNet-50, AMP bf16, channels_last, 224 px,
            batch 256: epoch time of MixTrain k=4 at x1.6 (= f 0.5) and x1.3 against no mixing,
            and against the plan's ideal
-  profile  benchmarks/gpu_loader_profile.py: raw DALI throughput from plain DALI to our graph,
-           step by step (crop windows finished on the host vs in the graph, fancy upsampling,
-           decoder hints), where the loader's gap to plain DALI is
+  accuracy benchmarks/accuracy_budget.py on real photos (Imagenette, `ACCURACY_DATA`, carried
+           in apart from the code): ResNet-18 at 128 px, AMP bf16, channels_last, batch 256,
+           baseline, progressive resizing and MixTrain (defaults), each at the script's budgets
+           of E epochs, one seed: val top-1 against training time. Skipped, not failed, where
+           the data is absent (it says so)
 
 Writes benchmarks/results/gpu/: each benchmark's JSON/MD/PNG, the pytest log, and
-gpu_check.{json,md} (results first: GPU, driver, DALI, torch, the exact command). With the
-environment variable OUT set, also $OUT/gpu_results.tar.gz (that folder) and
-$OUT/gpu_check.log. Sized for under 9 minutes on one H100 with 16 cores; no network, no pip:
-DALI must be importable (e.g. PYTHONPATH=/tmp/dali-site).
+gpu_check.{json,md} (part 2: gpu_check_2.{json,md}; results first: GPU, driver, DALI, torch,
+the exact command). With the environment variable OUT set, also $OUT/gpu_results.tar.gz
+(that folder) and the part's log. No network, no pip: DALI must be importable (e.g.
+PYTHONPATH=/tmp/dali-site). `gpu_check.py STAGE...` runs only the stages named.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -44,11 +58,17 @@ SIZE = (400, 500)
 # import hypothesis, which the GPU machine lacks)
 GPU_TEST_FILES = ["tests/test_gpu_path.py", "tests/test_loader.py", "tests/test_robust.py",
                   "tests/test_composite.py", "tests/test_devices.py", "tests/test_augment.py",
-                  "tests/test_host_windows.py"]
-# seconds; measured on an H100 (run 3, 2026-11-25): data 0.4 (cached), tests 126 (30 GPU tests; 40
-# now), loader 52, speedup 91; profile not yet run as a stage. 510 s together: under the device's
-# 10 minutes a call with 90 s for start-up, the report and packing
-LIMIT_S = {"data": 30, "tests": 210, "loader": 80, "speedup": 120, "profile": 70}
+                  "tests/test_host_windows.py", "tests/test_read_ahead.py"]
+# seconds; measured on an H100 (run 3, 2026-11-25): data 0.4 (cached), tests 126 (30 GPU tests; about
+# 50 now, the bad-file tests also read ahead), loader 52 (4 loaders; 7 now), speedup 91; profile and
+# accuracy not yet run. Each part's limits sum to at most 510 s: under the device's 600 s a call,
+# with 90 s for start-up, the report and packing
+LIMIT_S = {"data": 30, "tests": 240, "loader": 110, "profile": 100, "speedup": 120, "accuracy": 350}
+PARTS = {1: ["data", "tests", "loader", "profile"], 2: ["data", "speedup", "accuracy"]}
+CALL_BUDGET_S = 510
+# real photos for the accuracy stage (not in the repository; carried to the GPU machine apart)
+ACCURACY_DATA = os.environ.get("GPU_CHECK_ACCURACY_DATA", "data/real/imagenette-160")
+ACCURACY = {"image_size": 128, "batch_size": 256, "epochs": 16, "arch": "resnet18"}
 
 
 def stages(py: str) -> list[tuple[str, list[str]]]:
@@ -62,12 +82,27 @@ def stages(py: str) -> list[tuple[str, list[str]]]:
                     "--size", *map(str, SIZE), "--image-size", "224", "--batch-size", "256",
                     "--repeats", "3", "--warmup", "1", "--workers", "16", "--threads", "8",
                     "--out-dir", out, "--no-progress"]),
+        ("profile", [py, "benchmarks/gpu_loader_profile.py", "--n", n, "--out-dir", out]),
         ("speedup", [py, "benchmarks/train_speedup.py", "--device", "gpu", "--arch", "resnet50",
                      "--image-size", "224", "--batch-size", "256", "--lr", "0.1", "--dataset", "jpegs",
                      "--n-images", n, "--k", "4", "--budgets", "1.6", "1.3", "--epochs", "5",
                      "--threads", "8", "--out-dir", out, "--no-progress"]),
-        ("profile", [py, "benchmarks/gpu_loader_profile.py", "--n", n, "--out-dir", out]),
+        ("accuracy", [py, "benchmarks/accuracy_budget.py", "--data", ACCURACY_DATA,
+                      "--image-size", str(ACCURACY["image_size"]), "--batch-size", str(ACCURACY["batch_size"]),
+                      "--epochs", str(ACCURACY["epochs"]), "--seeds", "0",
+                      "--methods", "baseline", "progressive", "mixtrain", "--arch", ACCURACY["arch"],
+                      "--device", "gpu", "--out-dir", out, "--no-progress"]),
     ]
+
+
+def skip_reason(name: str) -> str | None:
+    """Why stage `name` cannot run here (it is then skipped, not failed), or None."""
+    if name == "accuracy":
+        data = REPO / ACCURACY_DATA
+        if not ((data / "train").is_dir() and (data / "val").is_dir()):
+            return (f"no data at {ACCURACY_DATA} (train/ and val/ of Imagenette; carried to the GPU "
+                    "machine apart from the code, or GPU_CHECK_ACCURACY_DATA=DIR)")
+    return None
 
 
 def cuda_available(py: str) -> bool:
@@ -102,6 +137,12 @@ def versions(py: str) -> dict:
 
 
 def run_stage(name: str, cmd: list[str], limit: int, log) -> dict:
+    skip = skip_reason(name)
+    if skip:
+        log.write(f"\n===== stage {name}: skipped: {skip}\n")
+        print(f"gpu-check: {name:8s} skipped: {skip}", flush=True)
+        return {"status": f"skipped: {skip}", "ok": True, "skipped": True, "seconds": 0.0,
+                "command": shlex.join(cmd), "output": []}
     log.write(f"\n===== stage {name}: {shlex.join(cmd)} (limit {limit} s)\n")
     log.flush()
     t0 = time.perf_counter()
@@ -125,10 +166,13 @@ def run_stage(name: str, cmd: list[str], limit: int, log) -> dict:
             "command": shlex.join(cmd), "output": lines}
 
 
-def summary(stages_run: dict, v: dict, command: str, when: str) -> tuple[dict, str]:
-    res: dict = {"date": when, "command": command, "versions": v,
+def summary(stages_run: dict, v: dict, command: str, when: str, part: int = 1,
+            since: float = 0.0) -> tuple[dict, str]:
+    """The report of one invocation: gpu_check(_2).{json,md}. `since`: when it started (a
+    result file older than that is another run's)."""
+    res: dict = {"date": when, "command": command, "versions": v, "part": part,
                  "stages": {k: {kk: vv for kk, vv in s.items() if kk != "output"} for k, s in stages_run.items()}}
-    md = ["# GPU check", ""]
+    md = ["# GPU check" + (f", part {part}" if part != 1 else ""), ""]
     failed = [k for k, s in stages_run.items() if not s["ok"]]
     md += [f"**Result:** {'FAILED: ' + ', '.join(failed) if failed else 'all stages passed'}", ""]
     md += [f"- **GPU:** {v.get('gpu')} x{v.get('gpus')} ({v.get('gpu_memory_gib')} GiB), driver {v.get('driver')}, "
@@ -160,6 +204,7 @@ def summary(stages_run: dict, v: dict, command: str, when: str) -> tuple[dict, s
         if off and plain:
             res["loader_off_vs_plain_dali"] = off["images_per_s"] / plain["images_per_s"]
             md += ["", f"TrainLoader (mixing off) / plain DALI: {res['loader_off_vs_plain_dali']:.3f}"]
+        md += _read_paths(d.get("read_paths"), res)
     speed = RESULTS / "train_speedup_gpu.json"
     if speed.is_file() and stages_run.get("speedup", {}).get("ok"):
         d = json.loads(speed.read_text())
@@ -179,26 +224,90 @@ def summary(stages_run: dict, v: dict, command: str, when: str) -> tuple[dict, s
         md += ["", "**Loader profile** (raw DALI images/s; [gpu_loader_profile.md](gpu_loader_profile.md)):", "",
                "| variant | images/s | vs plain DALI |", "|---|---:|---:|"]
         md += [f"| {k} | {x['images_per_s']:.0f} | {x['images_per_s'] / base:.2f} |" for k, x in d.items()]
+    md += _accuracy(stages_run, res, since)
     md += ["", "Per-epoch wall time includes the loader's per-epoch work (planning, uploading the plan "
            "rows, resetting its DALI pipeline); short epochs make that a visible share.", ""]
     return res, "\n".join(md)
 
 
-def pack(out_env: str) -> None:
+def _read_paths(a_b: dict | None, res: dict) -> list[str]:
+    """The loader stage's read-path A/B (loader_throughput.read_paths), as report lines."""
+    if not a_b:
+        return []
+    res["read_paths"] = {"ahead_vs_graph": a_b["ahead_vs_graph"]["median"],
+                         **{f"{r}_vs_plain_dali": a_b[r]["vs_dali_plain"]["median"]
+                            for r in ("graph", "ahead") if "vs_dali_plain" in a_b[r]}}
+    line = (f"Read paths (mixing off; the default is read={a_b['default']!r}): read ahead / read in the "
+            f"graph {a_b['ahead_vs_graph']['median']:.3f}")
+    line += "".join(f", {r} / plain DALI {a_b[r]['vs_dali_plain']['median']:.3f}"
+                    for r in ("graph", "ahead") if "vs_dali_plain" in a_b[r])
+    return ["", line]
+
+
+def _accuracy(stages_run: dict, res: dict, since: float) -> list[str]:
+    """The accuracy stage's figures (val top-1 and training time per method and budget) from
+    the newest accuracy_*_gpu.json it wrote; it writes after every run, so a stage stopped
+    at its limit still reports the runs it finished."""
+    stage = stages_run.get("accuracy")
+    if not stage or stage.get("skipped"):
+        return ["", f"**Accuracy:** {stage['status']}"] if stage else []
+    files = [f for f in RESULTS.glob("accuracy_*_gpu.json") if f.stat().st_mtime >= since]
+    if not files:
+        return []
+    f = max(files, key=lambda x: x.stat().st_mtime)
+    try:
+        d = json.loads(f.read_text())
+        rows = [(m.get("label", k), b, p["val_top1"]["mean"], p["train_time_s"]["mean"])
+                for k, m in d["methods"].items() for b, p in m.get("budgets", {}).items()]
+    except (ValueError, KeyError, TypeError) as e:
+        return ["", f"**Accuracy:** {f.name} could not be read ({type(e).__name__}: {e})"]
+    res["accuracy"] = {"file": f.name, "runs_done": d.get("runs_done"), "runs_planned": d.get("runs_planned"),
+                       "points": [{"method": m, "budget": b, "val_top1": a, "train_time_s": t}
+                                  for m, b, a, t in rows]}
+    done = f", {d['runs_done']} of {d['runs_planned']} runs" if d.get("runs_done") != d.get("runs_planned") else ""
+    md = ["", f"**Accuracy against training time** ([{f.stem}.md]({f.stem}.md){done}):", "",
+          "| method | budget (x E) | val top-1 (%) | train time (s) |", "|---|---:|---:|---:|"]
+    md += [f"| {m} | {b} | {a:.2f} | {t:.1f} |" for m, b, a, t in rows]
+    return md
+
+
+def pack(out_env: str, log_name: str = "gpu_check.log") -> None:
     out = Path(out_env)
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "gpu_results.tar.gz", "w:gz") as tar:
         tar.add(RESULTS, arcname="benchmarks/results/gpu")
-    shutil.copy(RESULTS / "gpu_check.log", out / "gpu_check.log")
+    shutil.copy(RESULTS / log_name, out / log_name)
+
+
+def plan(part: int, only: list[str] | None = None) -> list[str]:
+    """The stages one invocation runs, in order: part `part`'s, or those of `only`."""
+    order = [name for name, _ in stages("python3")]
+    return [n for n in order if n in only] if only else list(PARTS[part])
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", type=int, choices=sorted(PARTS), default=1,
+                   help="1: data, tests, loader, profile (make gpu-check); 2: data, speedup, accuracy "
+                        "(make gpu-check-2)")
+    p.add_argument("stages", nargs="*", metavar="STAGE", help=f"only these stages (of {', '.join(LIMIT_S)})")
+    args = p.parse_args(argv)
+    bad = [name for name in args.stages if name not in LIMIT_S]
+    if bad:
+        p.error(f"stage {bad[0]!r}; valid: {', '.join(LIMIT_S)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     py = os.environ.get("PY_GPU") or sys.executable
     if not cuda_available(py):
         print("gpu-check needs a CUDA GPU (torch.cuda.is_available() is False here); nothing was run")
         return 2
-    only = set(argv) or None  # e.g. `gpu_check.py tests loader`: a subset of the stages
+    names = plan(args.part, args.stages)
+    suffix = "" if args.part == 1 else f"_{args.part}"
+    since = time.time()
     RESULTS.mkdir(parents=True, exist_ok=True)
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = os.environ.get("GPU_CHECK_COMMAND") or shlex.join([py, "benchmarks/gpu_check.py", *argv])
@@ -207,18 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu-check: {v.get('gpu')}, driver {v.get('driver')}, DALI {v.get('dali')}, torch {v.get('torch')}",
           flush=True)
     done: dict = {}
-    with open(RESULTS / "gpu_check.log", "w") as log:
+    cmds = dict(stages(py))
+    with open(RESULTS / f"gpu_check{suffix}.log", "w") as log:
         log.write(f"gpu-check {when}\n{json.dumps(v)}\n")
-        for name, cmd in stages(py):
-            if only and name not in only:
-                continue
-            done[name] = run_stage(name, cmd, LIMIT_S[name], log)
-    res, md = summary(done, v, command, when)
-    (RESULTS / "gpu_check.json").write_text(json.dumps(res, indent=1) + "\n")
-    (RESULTS / "gpu_check.md").write_text(md)
+        for name in names:
+            done[name] = run_stage(name, cmds[name], LIMIT_S[name], log)
+    res, md = summary(done, v, command, when, args.part, since)
+    (RESULTS / f"gpu_check{suffix}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (RESULTS / f"gpu_check{suffix}.md").write_text(md)
     if os.environ.get("OUT"):
-        pack(os.environ["OUT"])
-    print(f"gpu-check: wrote {RESULTS.relative_to(REPO)}/gpu_check.md"
+        pack(os.environ["OUT"], f"gpu_check{suffix}.log")
+    print(f"gpu-check: wrote {RESULTS.relative_to(REPO)}/gpu_check{suffix}.md"
           + (f" and {os.environ['OUT']}/gpu_results.tar.gz" if os.environ.get("OUT") else ""))
     return 0 if all(s["ok"] for s in done.values()) else 1
 

@@ -8,8 +8,11 @@ same JPEGs, from NVIDIA's ResNet-50 example pipeline to ours, then the whole Tra
   ours_fancy     ours with jpeg fancy upsampling
   ours           our train graph (host-finished crop windows -> image_slice, mixed), without
                  fancy upsampling, with the decoder hints (the default)
+  ours_ahead     ours with read="ahead": the source reads the files of the next batches on host
+                 threads and hands DALI the bytes (no io.file.read in the graph)
   ours_nohints   ours without the decoder's memory hints
   loader         TrainLoader (mixing off) around `ours`: + torch copy, file watch, plan rows
+  loader_ahead   the same with read="ahead"
 
 Each: batch 256, 8 threads, median images/s of 3 passes after one warm-up pass over the set.
   python benchmarks/gpu_loader_profile.py [--n 6144] [--out-dir DIR]
@@ -127,10 +130,10 @@ def main(argv=None) -> dict:
     check_index(index)  # the file check: every image's size, for the host-finished windows
     assert (index.hw > 0).all()
     for name, kw in (("ours_graphwin", dict(host_windows=False)), ("ours_fancy", dict(fancy_upsampling=True)),
-                     ("ours", {}), ("ours_nohints", dict(decoder_hints=False))):
+                     ("ours", {}), ("ours_ahead", dict(read="ahead")), ("ours_nohints", dict(decoder_hints=False))):
         host = kw.setdefault("host_windows", True)
-        source = PlanSource(index.paths, mixing=False, hw=index.hw if host else None,
-                            crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), (size, size)))
+        source = PlanSource(index.paths, mixing=False, hw=index.hw if host else None, read=kw.get("read", "graph"),
+                            crops=CropPlanner((0.08, 1.0), (3 / 4, 4 / 3)))
         plan = single_plan(0, np.arange(len(index)), (size, size), np.zeros(len(index), np.uint8))
         batches = plan.batches(bs)[:n_batches]
         pipe = train_pipeline(source=source, device=args.device, image_size=size, mixing=False, batch_size=bs,
@@ -153,15 +156,17 @@ def main(argv=None) -> dict:
         print(name, results[name], flush=True)
         del pipe
 
-    loader = TrainLoader(root, bs, size, device=args.device, threads=threads, seed=0)
+    for name, read in (("loader", "graph"), ("loader_ahead", "ahead")):
+        loader = TrainLoader(root, bs, size, device=args.device, threads=threads, seed=0, read=read)
 
-    def loader_pass():
-        for _ in loader:
-            pass
-        sync()
+        def loader_pass(loader=loader):
+            for _ in loader:
+                pass
+            sync()
 
-    results["loader"] = _time_passes(loader_pass, len(loader.index))
-    print("loader", results["loader"], flush=True)
+        results[name] = _time_passes(loader_pass, len(loader.index))
+        print(name, results[name], flush=True)
+        del loader
     base = results["plain"]["images_per_s"]
     lines = ["| variant | images/s | vs plain |", "|---|---:|---:|"]
     lines += [f"| {k} | {v['images_per_s']:.0f} | {v['images_per_s'] / base:.2f} |" for k, v in results.items()]

@@ -7,7 +7,10 @@ Same JPEGs (ImageNet-like size and compression), same output (RandomResizedCrop 
   dali_plain    NVIDIA's ResNet-50 example pipeline: fn.readers.file (random_shuffle) ->
                 decoders.image_random_crop (mixed on a GPU, cpu without) -> resize ->
                 crop_mirror_normalize with a coin-flip mirror; DALIGenericIterator
-  mixtrain_off  our TrainLoader, mixing off
+  mixtrain_off  our TrainLoader, mixing off (its defaults)
+  mixtrain_off_ahead / mixtrain_off_graph  the same with the other read path than the default
+                (read="ahead": the files read ahead on host threads and handed to DALI as bytes;
+                read="graph": fn.io.file.read in the DALI graph): the read-path A/B
   mixtrain_off_t10  the same with crop_tries=10: windows that do not fit are drawn again, as
                 torchvision and plain DALI do, instead of shrunk (fewer pixels decoded)
   mixtrain_k4   our TrainLoader, k=4 and half of the samples mixed (every epoch mixes):
@@ -18,8 +21,9 @@ Same JPEGs (ImageNet-like size and compression), same output (RandomResizedCrop 
 Each repeat is one pass over the data, timed end to end (with torch.cuda.synchronize() on a
 GPU); warm-up passes are excluded; the median of the repeats is reported. On the CPU the
 variants are timed in 3 rounds, each timing every loader in turn (2 passes each), so a slow
-spell of a shared machine is spread over all of them; ours / plain DALI is also given per round. Every batch is
-touched on the device (one element summed, no host sync) so lazy work is counted.
+spell of a shared machine is spread over all of them; ours / plain DALI is also given per round, and so
+is each read path against plain DALI and against the other. Every batch is touched on the device
+(one element summed, no host sync) so lazy work is counted.
 """
 
 from __future__ import annotations
@@ -41,11 +45,14 @@ VARIANTS = {
     "torchvision": "torchvision ImageFolder + DataLoader",
     "dali_plain": "DALI readers.file (NVIDIA RN50 example)",
     "mixtrain_off": "MixTrain TrainLoader, mixing off",
+    "mixtrain_off_ahead": "MixTrain TrainLoader, mixing off, read='ahead' (files read ahead on host threads)",
+    "mixtrain_off_graph": "MixTrain TrainLoader, mixing off, read='graph' (files read in the DALI graph)",
     "mixtrain_off_t10": "MixTrain TrainLoader, mixing off, crop_tries=10 (torchvision's crop rule)",
     "mixtrain_k4": "MixTrain TrainLoader, k=4, f=0.5",
     "mixtrain_randaug": "MixTrain TrainLoader, mixing off, RandAugment n=2 m=9",
 }
 RANDAUG = {"auto_augment": "randaugment", "rand_n": 2, "rand_m": 9}
+READ_VARIANTS = {"graph": "mixtrain_off_graph", "ahead": "mixtrain_off_ahead"}
 # cpu: 3 rounds of 2 timed passes each; a round times every variant once, in turn, so a slow
 # spell of a shared machine hits all of them rather than the one that happened to be running
 FULL = {"cpu": {"n": 2048, "repeats": 2, "rounds": 3}, "gpu": {"n": 16384, "repeats": 5, "rounds": 1}}
@@ -76,9 +83,22 @@ def build_parser(prog: str | None = None):
     p.add_argument("--warmup", type=int, default=None, help="untimed passes first (default 1)")
     p.add_argument("--threads", type=int, default=0, help="DALI CPU threads (default 0 = cores)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default cores)")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                   help="which loaders to time (default all)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                   help="which loaders to time (default all but the read path that is the default's, "
+                        "which mixtrain_off already times)")
     return p
+
+
+def default_read() -> str:
+    """The TrainLoader's default read path (DataConfig.read)."""
+    from mixtrain_dali.config import DataConfig
+
+    return DataConfig().read
+
+
+def default_variants() -> list[str]:
+    """Every variant but the read path `mixtrain_off` already is."""
+    return [v for v in VARIANTS if v != READ_VARIANTS[default_read()]]
 
 
 def settings_from(args, device: str) -> dict:
@@ -99,7 +119,8 @@ def settings_from(args, device: str) -> dict:
         "scale": list(SCALE), "ratio": [round(r, 6) for r in RATIO],
         "mix": {"k": 4, "fraction": 0.5, "selection": "random", "warmup_epochs": 0,
                 "final_full_fraction": 0.0, "gamma": 0.0, "self_correct": False},
-        "variants": list(args.variants),
+        "variants": list(args.variants or default_variants()),
+        "default_read": default_read(),
     }
     from mixtrain_dali.errors import UserError
 
@@ -184,7 +205,8 @@ def _dali_plain(root, s, dev):
     return epoch, lambda: None
 
 
-def _mixtrain(root, s, dev, mixing: bool, augment: dict | None = None, crop_tries: int = 1):
+def _mixtrain(root, s, dev, mixing: bool, augment: dict | None = None, crop_tries: int = 1,
+              read: str | None = None):
     from mixtrain_dali.config import MixConfig
     from mixtrain_dali.loader import MixBatch, TrainLoader
 
@@ -192,7 +214,7 @@ def _mixtrain(root, s, dev, mixing: bool, augment: dict | None = None, crop_trie
     loader = TrainLoader(root, batch_size=s["batch_size"], image_size=s["image_size"], mix=mix,
                          seed=0, device="gpu" if dev.type == "cuda" else "cpu",
                          threads=s["dali_threads"], scale=SCALE, ratio=RATIO, crop_tries=crop_tries,
-                         **(augment or {}))
+                         **({"read": read} if read else {}), **(augment or {}))
     if mixing:
         loader.losses[:-1] = 1.0  # every sample "seen": the first epoch already mixes
 
@@ -209,6 +231,8 @@ def _mixtrain(root, s, dev, mixing: bool, augment: dict | None = None, crop_trie
 
 LOADERS = {"torchvision": _torchvision, "dali_plain": _dali_plain,
            "mixtrain_off": lambda r, s, d: _mixtrain(r, s, d, False),
+           "mixtrain_off_ahead": lambda r, s, d: _mixtrain(r, s, d, False, read="ahead"),
+           "mixtrain_off_graph": lambda r, s, d: _mixtrain(r, s, d, False, read="graph"),
            "mixtrain_off_t10": lambda r, s, d: _mixtrain(r, s, d, False, crop_tries=10),
            "mixtrain_k4": lambda r, s, d: _mixtrain(r, s, d, True),
            "mixtrain_randaug": lambda r, s, d: _mixtrain(r, s, d, False, RANDAUG)}
@@ -306,6 +330,40 @@ def ours_vs_plain(variants: dict) -> dict | None:
     return out
 
 
+def _per_round(a: dict, b: dict) -> dict:
+    rounds = [x / y for x, y in zip(a["images_per_s_rounds"], b["images_per_s_rounds"])]
+    return {"rounds": rounds, "median": common.median(rounds)}
+
+
+def read_paths(variants: dict, default: str) -> dict | None:
+    """The read-path A/B (mixing off): each path's variant and its ratio to plain DALI, and
+    ahead / graph, per round (each the ratio of the round's medians) and the median of those;
+    None unless both paths were timed. `default`: the loader's default path (`mixtrain_off`)."""
+    names = {r: READ_VARIANTS[r] if READ_VARIANTS[r] in variants else
+             ("mixtrain_off" if r == default and "mixtrain_off" in variants else None) for r in READ_VARIANTS}
+    if None in names.values():
+        return None
+    out: dict = {"default": default}
+    for r, name in names.items():
+        out[r] = {"variant": name}
+        if "dali_plain" in variants:
+            out[r]["vs_dali_plain"] = _per_round(variants[name], variants["dali_plain"])
+    out["ahead_vs_graph"] = _per_round(variants[names["ahead"]], variants[names["graph"]])
+    return out
+
+
+def read_paths_line(a_b: dict) -> str:
+    """The A/B in one line for the summary."""
+    rounds = lambda r: ", ".join(f"{x:.2f}" for x in r["rounds"])  # noqa: E731
+    ab = a_b["ahead_vs_graph"]
+    line = f"read ahead / read in the graph {ab['median']:.2f} (rounds: {rounds(ab)})"
+    for r in ("graph", "ahead"):
+        if "vs_dali_plain" in a_b[r]:
+            v = a_b[r]["vs_dali_plain"]
+            line += f", {r} / plain DALI {v['median']:.2f} ({rounds(v)})"
+    return line
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     import torch
 
@@ -329,6 +387,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
             gc.collect()  # the loader's workers and pipelines go before the next one is timed
     variants = {name: summarize(name, s, rnds) for name, rnds in rounds.items()}
     ratio = ours_vs_plain(variants)
+    a_b = read_paths(variants, s["default_read"])
 
     ref = variants.get("torchvision")
     for v in variants.values():
@@ -339,7 +398,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
 
     result = {"benchmark": NAME, "title": "Loader throughput", "date": when, "command": command,
               "argv": argv, "process_command": " ".join(sys.argv), "machine": machine,
-              "settings": s, "data": str(root), "variants": variants, "mixtrain_off_vs_dali_plain": ratio}
+              "settings": s, "data": str(root), "variants": variants, "mixtrain_off_vs_dali_plain": ratio,
+              "read_paths": a_b}
     table = _table(variants)
     summary = "source images/s: " + ", ".join(
         f"{VARIANTS[k]} {v['images_per_s']:.0f}"
@@ -352,6 +412,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
             t10 = ratio["crop_tries_10"]
             summary += (f", with crop_tries=10 {t10['median']:.2f} (rounds: "
                         + ", ".join(f"{x:.2f}" for x in t10["rounds"]) + ")")
+    if a_b:
+        summary += "; " + read_paths_line(a_b)
     if "vs_mixtrain_off" in variants.get("mixtrain_randaug", {}):
         summary += f"; RandAugment {variants['mixtrain_randaug']['vs_mixtrain_off']:.2f}x mixing off"
     md = common.header(
@@ -363,7 +425,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         f"{s['dali_threads']} DALI threads / {s['workers']} DataLoader workers",
         machine, when, command,
         result=summary)
-    md += table + "\n\n" + _notes(s)
+    md += table + "\n\n" + (_read_table(a_b) + "\n\n" if a_b else "") + _notes(s)
     stem = common.stem(NAME, device, s["quick"])
     paths = common.write_results(out, stem, result, md)
     names = list(variants)
@@ -390,6 +452,18 @@ def _table(variants: dict) -> str:
          "vs torchvision"], rows)
 
 
+def _read_table(a_b: dict) -> str:
+    """The read-path A/B as a table: per round and the median of the rounds."""
+    rows = [["read ahead / read in the graph", f"{a_b['ahead_vs_graph']['median']:.3f}",
+             ", ".join(f"{x:.3f}" for x in a_b["ahead_vs_graph"]["rounds"])]]
+    for r in ("graph", "ahead"):
+        if "vs_dali_plain" in a_b[r]:
+            v = a_b[r]["vs_dali_plain"]
+            rows.append([f"read {r} ({a_b[r]['variant']}) / plain DALI", f"{v['median']:.3f}",
+                         ", ".join(f"{x:.3f}" for x in v["rounds"])])
+    return "Read-path A/B, mixing off:\n\n" + common.markdown_table(["ratio", "median", "per round"], rows)
+
+
 def _notes(s: dict) -> str:
     m = s["mix"]
     return "\n".join([
@@ -406,6 +480,10 @@ def _notes(s: dict) -> str:
         "- Each pass includes what the loader does once per epoch (our TrainLoader plans the epoch and "
         "resets its DALI pipeline, built once); warm-up passes and the first batch are not timed.",
         "- DataLoader workers are persistent; memory is pinned only with a GPU.",
+        f"- Read paths: the TrainLoader's default is read={s['default_read']!r} (mixtrain_off). "
+        "'graph': each batch's paths go to DALI and fn.io.file.read reads them in the pipeline's "
+        "thread pool when the iteration runs; 'ahead': the source reads the files of the next "
+        "prefetch + 1 batches on host threads while DALI decodes and hands DALI the bytes.",
         f"- Rounds: {s['rounds']}. Each round builds every loader anew, runs {s['warmup']} untimed and "
         f"{s['repeats']} timed pass(es) of it, then the next variant; a ratio of two loaders is most "
         "trustworthy within a round (the machine's speed drifts between rounds on shared hosts).",

@@ -3,7 +3,8 @@ augment, paste, output.
 
 Train: external source (the host's plan and crop windows: finished where every image's size
 is known from the file check, else finished in the graph from each file's header) -> file
-read -> decode the slot's window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> the slot's
+read (with `read="ahead"` the source hands the files' bytes, read ahead on the host) ->
+decode the slot's window (`mixed` on a GPU, `cpu` without) -> resize each slot to its tile -> the slot's
 augmentations, if any (augment.py: policy, colour jitter, the user's hook) -> per-tile flip
 and normalise (one crop_mirror_normalize) -> random erasing, if asked -> multi_paste the
 tiles onto their composites.
@@ -84,21 +85,24 @@ _GPU_DECODER_HINTS = dict(device_memory_padding=211025920, host_memory_padding=1
 @pipeline_def(enable_conditionals=False)
 def train_pipeline(source, device: str, image_size: int, mixing: bool, fancy_upsampling: bool = False,
                    decoder_hints: bool = True, augment: _augment.Augment | None = None,
-                   host_windows: bool = False, crop_tries: int | None = None):
+                   host_windows: bool = False, crop_tries: int | None = None, read: str = "graph"):
     """`augment` (augment.Augment): per-slot augmentations at the tile's size; its policy needs
     the pipeline made with `enable_conditionals=augment.conditionals`. `host_windows`: the
     source hands each slot's finished relative (start, shape) (every image's size known, see
     source.py), else the window's candidates, which `crop_window` finishes from the header
-    (`crop_tries`: how many there are, None if not known)."""
+    (`crop_tries`: how many there are, None if not known). `read`: "graph", the source hands
+    each slot's path and `fn.io.file.read` reads it here (in the pipeline's thread pool, when
+    the iteration runs: on the critical path, beside the decode); "ahead", the source hands
+    the encoded bytes it read ahead on threads of its own (source.py, readahead.py)."""
     window_types = [types.FLOAT, types.FLOAT] if host_windows else [types.FLOAT]
     types_ = [types.UINT8, types.INT32, *window_types]
     if mixing:
         types_ += [types.FLOAT, types.INT32, types.INT32]
     outs = fn.external_source(source=source, num_outputs=len(types_), batch=True, parallel=False, dtype=types_)
-    paths, flips = outs[:2]
+    files, flips = outs[:2]
     windows = outs[2:2 + len(window_types)]
     tile_hw = outs[2 + len(window_types)] if mixing else [image_size, image_size]
-    encoded = fn.io.file.read(paths)
+    encoded = fn.io.file.read(files) if read == "graph" else files
     start, shape = windows if host_windows else crop_window(encoded, windows[0], crop_tries)
     hints = _GPU_DECODER_HINTS if device == "gpu" and decoder_hints else {}
     # fancy_upsampling: libjpeg's (PIL's) chroma upsampling; val uses it, to match torchvision

@@ -19,11 +19,14 @@ raises cleanly). So bad files are stopped before they reach the decoder:
    batches DALI held when it raised. Always the CPU decoder, also when training decodes on a
    GPU: nvJPEG accepts some files libjpeg-turbo rejects, and what counts as bad must not
    depend on the machine. (Mid-epoch on a GPU, a file the CPU decoder reads but the GPU
-   decoder cannot is found by a second probe with `decoder="mixed"`; loader.py.)
+   decoder cannot is found by a second probe with `decoder="mixed"`; feed.py.)
 3. `FileWatch`: the size and mtime of every file at the up-front check; as each batch is
    handed to DALI, one stat per file says whether it vanished or changed since, and a
    changed file is checked again (`CheckedPlanSource` raises `BadFilesFound` from the
-   source callback, which DALI passes on as is, before anything is decoded).
+   source callback, which DALI passes on as is, before anything is decoded). Read ahead
+   (source.py, `read="ahead"`), the fstat taken with each file's bytes is compared too, so a
+   file that vanished or changed before its read counts as changed, and bytes of a version
+   other than the one checked are read again.
 4. `drop_samples`: rewrite the rest of an epoch's batches without the bad samples, keeping
    every batch non-empty so every rank still takes the same number of steps.
 
@@ -52,6 +55,7 @@ from .errors import UserError
 from .imagesize import HEAD, image_hw
 from .layout import layout_batch
 from .plan import EpochPlan
+from .readahead import read_file
 from .source import PlanSource
 
 log = logging.getLogger(__name__)
@@ -151,7 +155,9 @@ class FileWatch:
         self.checked: int | None = None
         self._path = None  # i -> path as bytes (no decoding), made on first use
 
-    def changed(self, ids) -> dict[int, str]:
+    def changed(self, ids, seen: np.ndarray | None = None) -> dict[int, str]:
+        """`seen`: (2, len(ids)) size and mtime_ns observed elsewhere (the read-ahead's
+        fstat; -1: not opened); a file whose `seen` differs from the record is checked again too."""
         if self._path is None:
             self._path = _bytes_getter(self.paths)
         ids = np.asarray(ids, np.int64).reshape(-1)
@@ -164,6 +170,8 @@ class FileWatch:
             except OSError:
                 pass
         differ = (stats[0] != self.sizes[ids]) | (stats[1] != self.mtimes[ids]) | (stats[0] < 0)
+        if seen is not None:
+            differ |= (seen[0] != self.sizes[ids]) | (seen[1] != self.mtimes[ids])
         found: dict[int, str] = {}
         for i in ids[differ].tolist():
             verdict, self.sizes[i], self.mtimes[i], h, w = _check(self.paths[i])
@@ -455,18 +463,38 @@ class BadFilesFound(RuntimeError):
 
 
 class CheckedPlanSource(PlanSource):
-    """`PlanSource` that stats the files of every batch it hands to DALI (`FileWatch`)."""
+    """`PlanSource` that stats the files of every batch it hands to DALI (`FileWatch`).
 
-    def __init__(self, paths, mixing: bool, crops, watch: FileWatch, hw: np.ndarray | None = None):
-        super().__init__(paths, mixing, crops, hw)
+    Read ahead, each file's bytes come with the fstat of their read: a file that could not
+    be read, or was read in another version than the watch's record, is checked again like
+    one whose stat changed (so one that vanished before its read is excluded as one that
+    vanished after it), and one changed since its read but still good is read again here, so
+    DALI never gets bytes of a version the watch did not see."""
+
+    def __init__(self, paths, mixing: bool, crops, watch: FileWatch, hw: np.ndarray | None = None,
+                 *, read: str = "graph", depth: int = 3):
+        super().__init__(paths, mixing, crops, hw, read=read, depth=depth)
         self.watch = watch
 
-    def __call__(self):
-        out = super().__call__()
-        found = self.watch.changed(self.fed[-1].slot_samples)
+    def _files(self, slots, i: int):
+        ids = slots.slot_samples
+        if self._reader is None:
+            found = self.watch.changed(ids)
+            if found:
+                raise BadFilesFound(found)
+            return self.paths.encoded_batch(ids)
+        read = self._reader.take(i)
+        found = self.watch.changed(ids, seen=read.seen)
         if found:
             raise BadFilesFound(found)
-        return out
+        stale = (read.seen[0] != self.watch.sizes[ids]) | (read.seen[1] != self.watch.mtimes[ids])
+        stale[list(read.errors)] = True  # not read, yet good now (e.g. back in place)
+        for j in np.flatnonzero(stale).tolist():  # rare: changed since its read, good now
+            data, _, _, why = read_file(os.fsencode(self.paths[int(ids[j])]))
+            if why is not None:
+                raise BadFilesFound({int(ids[j]): why})
+            read.arrays[j] = data
+        return read.arrays
 
 
 # -- the run's list of bad files ----------------------------------------------------------

@@ -25,6 +25,7 @@ from mixtrain_dali.robust import (OK, SUSPECT, BadFileLog, check_file, drop_samp
                                   validate_files)
 
 DEVICES = ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)]
+READS = ["graph", "ahead"]  # the files read in the DALI graph, or ahead on host threads (readahead.py)
 SIZE = 32
 UNUSUAL = ("rgb_jpeg", "rgb_png", "grey_jpeg", "cmyk_jpeg", "progressive_jpeg", "exif_rotated_jpeg",
            "png_named_jpeg", "rgba_png", "palette_png", "rgb_png16", "grey_png16", "tiny_jpeg",
@@ -211,16 +212,17 @@ def test_drop_samples_with_nothing_left_is_a_user_error():
 
 # -- training through bad files, mixing on --------------------------------------------------
 
+@pytest.mark.parametrize("read", READS)
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_training_through_bad_files_sees_every_good_sample_once(tmp_path, caplog, k, device):
+def test_training_through_bad_files_sees_every_good_sample_once(tmp_path, caplog, k, device, read):
     planted = B.plant(str(tmp_path / "data"), good_per_class=16, seed=k,
                       good_kinds=("rgb_jpeg", "rgb_png", "cmyk_jpeg", "grey_jpeg", "png_named_jpeg",
                                   "progressive_jpeg", "rgba_png", "rgb_png16"))
     run = tmp_path / "run"
     with caplog.at_level(logging.WARNING):
         loader = TrainLoader(planted.root, batch_size=4, image_size=SIZE, mix=_mix(k), seed=k,
-                             threads=2, device=device, bad_files=run / "bad_files.txt")
+                             threads=2, device=device, bad_files=run / "bad_files.txt", read=read)
     index = loader.index
     colours = planted.colours(index)
     good, bad = planted.good_ids(index), planted.bad_ids(index)
@@ -275,8 +277,9 @@ def test_training_through_bad_files_sees_every_good_sample_once(tmp_path, caplog
                    if r.levelno == logging.WARNING) == 1, index.paths[s]
 
 
+@pytest.mark.parametrize("read", READS)
 @pytest.mark.parametrize("device", DEVICES)
-def test_dali_errors_mid_epoch_are_recovered_without_the_upfront_check(tmp_path, device):
+def test_dali_errors_mid_epoch_are_recovered_without_the_upfront_check(tmp_path, device, read):
     """No up-front check and no watch: DALI itself raises (an empty file, a deleted one), the
     loader probes the batches DALI held, rewrites the rest of the epoch and goes on.
     (Only read errors here: a corrupt file that reaches DALI 2.4's CPU decoder in a batch can
@@ -284,7 +287,7 @@ def test_dali_errors_mid_epoch_are_recovered_without_the_upfront_check(tmp_path,
     planted = B.plant(str(tmp_path / "data"), good_per_class=16, bad_kinds=("zero_bytes",), seed=5)
     loader = TrainLoader(planted.root, batch_size=4, image_size=SIZE, mix=_mix(3), seed=1, threads=2,
                          device=device, bad_files=tmp_path / "run" / "bad_files.txt",
-                         validate=False, watch_files=False)
+                         validate=False, watch_files=False, read=read)
     index = loader.index
     colours = planted.colours(index)
     good, bad = planted.good_ids(index), planted.bad_ids(index)
@@ -293,8 +296,12 @@ def test_dali_errors_mid_epoch_are_recovered_without_the_upfront_check(tmp_path,
     plan, batches = loader.plan(), loader.batches()
     n_steps = len(batches)
     taken: set = set()
-    head = int(plan.members[_pick(plan, batches, 4, {3}, taken)][0])
-    single = int(plan.members[_pick(plan, batches, 4, {1}, taken)][0])
+    # beyond what DALI has prefetched when batch 0 is out; read ahead, also beyond what has been
+    # read (prefetch + 1 batches more): a file deleted after its read, with no watch, is decoded
+    # from the bytes read then (good bytes; the next epoch's read finds it gone)
+    lo = 4 if read == "graph" else 4 + loader.data.prefetch + 1
+    head = int(plan.members[_pick(plan, batches, lo, {3}, taken)][0])
+    single = int(plan.members[_pick(plan, batches, lo, {1}, taken)][0])
 
     def delete_during(i):
         if i == 0:
@@ -311,10 +318,11 @@ def test_dali_errors_mid_epoch_are_recovered_without_the_upfront_check(tmp_path,
     assert sorted(seen) == sorted(good - {head, single})
 
 
-def test_a_batch_emptied_by_bad_files_borrows_a_composite(tmp_path):
+@pytest.mark.parametrize("read", READS)
+def test_a_batch_emptied_by_bad_files_borrows_a_composite(tmp_path, read):
     planted = B.plant(str(tmp_path / "data"), good_per_class=12, bad_kinds=(), seed=3)
     loader = TrainLoader(planted.root, batch_size=3, image_size=SIZE, mix=_mix(2, 0.5), seed=2, threads=2,
-                         device="cpu", bad_files=tmp_path / "run" / "bad_files.txt")
+                         device="cpu", bad_files=tmp_path / "run" / "bad_files.txt", read=read)
     index = loader.index
     colours = planted.colours(index)
     loader.losses[:-1] = 1.0
@@ -333,11 +341,12 @@ def test_a_batch_emptied_by_bad_files_borrows_a_composite(tmp_path):
     assert len(sizes) == n_steps and min(sizes) >= 1
 
 
-def test_resumed_loader_keeps_exclusions_and_the_list(tmp_path):
+@pytest.mark.parametrize("read", READS)
+def test_resumed_loader_keeps_exclusions_and_the_list(tmp_path, read):
     planted = B.plant(str(tmp_path / "data"), good_per_class=6, bad_kinds=("garbage", "zero_bytes"))
     run = tmp_path / "run"
     a = TrainLoader(planted.root, batch_size=4, image_size=SIZE, threads=1, device="cpu",
-                    bad_files=run / "bad_files.txt")
+                    bad_files=run / "bad_files.txt", read=read)
     victim = sorted(planted.good_kind)[0]
     B.corrupt(victim, "delete")
     ids = [i for _, y in a for i in y.tolist()]  # an epoch finds the deleted file
