@@ -7,6 +7,8 @@ it (1) folds the losses recorded during the last epoch into the host loss table 
 all-reduce and one device->host copy per epoch), (2) asks the controller for the epoch's
 plan, (3) uploads this rank's plan rows to the training device once, (4) runs the DALI
 pipeline over the plan's batches. Per step nothing crosses from the device to the host.
+`TrainLoader` is the coordinator: its settings, the loss table, epochs and iteration; what
+feeds DALI (source, pipeline, recovery) is feed.py, what hands batches to torch batches.py.
 
 Bad files (robust.py): both loaders check every file cheaply when they are made (TrainLoader:
 those its manifest cannot vouch for, split across the ranks; manifest.py), leave the
@@ -17,53 +19,33 @@ the pipeline rebuilt at the same batch, so the epoch keeps its length and every 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .augment import quiet_dali_deprecations
+from .augment import Augment
+# heads_to_torch re-exported: `from mixtrain_dali.loader import heads_to_torch` keeps working
+from .batches import BatchOutput, MixBatch, heads_to_torch  # noqa: F401
 from .config import Config, DataConfig, MixConfig
 from .controller import MixController
-from .crops import CropPlanner
+from .dataloader_compat import FolderDataset, LoaderSampler
 from .dataset import ImageFolderIndex, scan_image_folder
 from .errors import UserError
-from .pipelines import resolve_device, train_pipeline, val_pipeline
-from .plan import EpochPlan, pad_columns
+from .feed import Feed, plan_source, probe, window_sizes
 from .manifest import manifest_path
-from .robust import (SUSPECT, BadFileLog, CheckedPlanSource, check_index, drop_samples, probe_files,
-                     suspect_hint, validate_files)
-from .source import PlanSource
+from .pipelines import resolve_device, val_pipeline
+from .plan import EpochPlan
+from .robust import BadFileLog, check_index, validate_files
 
 log = logging.getLogger(__name__)
 
 _SUPERSEDED = ("this {} iterator was superseded: a newer iter() of the same loader started a new "
                "pass, and two passes over one loader cannot run at once (e.g. zip(loader, "
                "loader)); use one iterator, or two loaders")
-
-
-@dataclass
-class MixBatch:
-    """One step: B composites and, on the training device, who is in each and where."""
-
-    images: torch.Tensor      # (B, 3, H, W) float, normalised (channels_last memory)
-    sample_ids: torch.Tensor  # (B, k_max) int64, -1 padded
-    labels: torch.Tensor      # (B, k_max) int64, -1 padded
-    boxes: torch.Tensor       # (B, k_max, 4) float32 (y, x, h, w) in canvas pixels
-    mask: torch.Tensor        # (B, k_max) bool, valid constituents
-    shares: torch.Tensor      # (B, k_max) float32 area shares
-    n_samples: int            # valid constituents, known on the host
-    weights: torch.Tensor | None = None  # (B, k_max) loss factors (pruning baseline), else None
-    boxes_host: np.ndarray | None = None  # (B, k_max, 4) int32 numpy: the boxes for
-                                          # model(..., isolate=True) without a device sync
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
 
 
 def _devices(device: str, torch_device) -> tuple[str, int | None, torch.device]:
@@ -73,81 +55,6 @@ def _devices(device: str, torch_device) -> tuple[str, int | None, torch.device]:
     if torch_device is None:
         torch_device = f"cuda:{device_id}" if dali_device == "gpu" else "cpu"
     return dali_device, device_id, torch.device(torch_device)
-
-
-def heads_to_torch(out, n_heads: int, torch_device: torch.device, zero_copy: bool = False) -> torch.Tensor:
-    """The first `n_heads` samples of a DALI NHWC output batch (`TensorListCPU` or
-    `TensorListGPU`), copied into memory torch owns on `torch_device`, returned as an NCHW
-    view (channels_last memory). Any (DALI device, torch device) pair works.
-
-    Only the heads are copied: with mixing, DALI's batch holds one canvas per slot (B*k) and
-    only the first B are composites. The copy is what makes the batch survive DALI's later
-    iterations. GPU: a DLPack view of DALI's buffer (torch's current stream on that GPU is
-    made to wait for DALI's work), then a device copy on that stream, so nothing waits on the
-    host. The caller keeps `out` alive until that copy has run (`_OutputHold`).
-
-    `zero_copy` (CPU output, CPU torch device, every sample a head): the batch is DALI's own
-    buffer, shared through DLPack, as DALI's PyTorch iterator hands it out. Only for a
-    pipeline on DALI's dynamic executor (`pipe.exec_dynamic`, the default), which gives each
-    iteration new output memory and frees it when the last reference goes, so later
-    iterations cannot overwrite a batch the caller keeps (tested). It saves a copy of the
-    whole batch per step: 8-15% of the CPU loader's throughput at 224 px
-    (benchmarks/loader_gap_cpu.py).
-    """
-    tensor = out.as_tensor()
-    if zero_copy and torch_device.type == "cpu" and n_heads == len(out) and not hasattr(
-            tensor, "__cuda_array_interface__"):
-        return torch.from_dlpack(tensor).permute(0, 3, 1, 2)
-    if hasattr(tensor, "__cuda_array_interface__"):  # TensorGPU
-        nhwc = torch.from_dlpack(tensor)[:n_heads].to(torch_device, copy=True)
-    else:
-        heads = np.asarray(tensor)[:n_heads]  # a view of DALI's buffer
-        if torch_device.type == "cpu":
-            # numpy's copy: measured 4-6x faster than torch's clone for a 154 MB batch here
-            nhwc = torch.from_numpy(np.array(heads, copy=True))
-        else:  # one host copy into pinned memory, then an asynchronous upload
-            nhwc = torch.from_numpy(heads).pin_memory().to(torch_device, non_blocking=True)
-    return nhwc.permute(0, 3, 1, 2)
-
-
-class _OutputHold:
-    """Keeps DALI GPU outputs alive until the device copy that reads them has run.
-
-    The copy out of DALI's buffer is queued on torch's stream and the host moves on; if the
-    last reference to the buffer went right away, DALI could hand the memory to a later
-    iteration (its own stream knows nothing of torch's) before the copy read it. An event
-    recorded after the copy says when the buffer may go; `event.query()` does not wait.
-    At most `depth` outputs are held: beyond that the host waits for the oldest copy, which
-    only happens when the host is that many steps ahead of the GPU."""
-
-    def __init__(self, depth: int = 2):
-        self.depth = depth
-        self.held: collections.deque = collections.deque()
-
-    def add(self, out, device: torch.device) -> None:
-        event = torch.cuda.Event()
-        event.record(torch.cuda.current_stream(device))
-        self.held.append((event, out))
-        while self.held and (len(self.held) > self.depth or self.held[0][0].query()):
-            event, _ = self.held.popleft()
-            event.synchronize()  # a no-op unless the host is `depth` steps ahead
-
-    def clear(self) -> None:
-        for event, _ in self.held:
-            event.synchronize()
-        self.held.clear()
-
-
-def probe(paths: list[str], dali_device: str, device_id: int | None) -> dict[int, str]:
-    """Mid-run probe of the files DALI held when it raised: the CPU decoder's verdict (the
-    same on every machine, robust.probe_files); on a GPU, if that finds nothing, the GPU
-    decoder's too, so a file only nvJPEG cannot decode is left out rather than failing the
-    run again."""
-    bad = probe_files(paths)
-    if not bad and dali_device == "gpu":
-        bad = {j: f"{reason} (GPU decoder; the CPU decoder reads it)"
-               for j, reason in probe_files(paths, decoder="mixed", device_id=device_id).items()}
-    return bad
 
 
 def _dist_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -199,6 +106,25 @@ class _FolderAttributes:
         """Inputs per step and rank (composites, when mixing)."""
         return self.data.batch_size
 
+    @property
+    def dataset(self) -> FolderDataset:
+        """The samples this loader covers, with ImageFolder's attributes (`classes`, `samples`,
+        `targets`, `len()`...; dataloader_compat.py), for scripts that read
+        `loader.dataset`: a train loader's usable files, a val loader's whole split."""
+        if self.__dict__.get("_dataset") is None:
+            self._dataset = FolderDataset(self.index, self._usable)
+        return self._dataset
+
+    @property
+    def sampler(self) -> LoaderSampler:
+        """A `DistributedSampler` look-alike whose `set_epoch(e)` is the loader's: DDP scripts
+        call `loader.sampler.set_epoch(epoch)` every epoch."""
+        if self.__dict__.get("_sampler") is None:
+            self._sampler = LoaderSampler(self)
+        return self._sampler
+
+    _usable = None  # a function giving the mask of the files the loader reads; None: all
+
 
 class TrainLoader(_FolderAttributes):
     """A DALI train loader over an ImageFolder root, with optional MixTrain mixing.
@@ -227,13 +153,17 @@ class TrainLoader(_FolderAttributes):
     stat'ed as DALI takes them (~4 us a file), so one that vanished or changed since is
     caught before it is decoded. `bad_files` is the `bad_files.txt` that lists them (each
     file once, also across resumes).
+
+    `read`: "graph" (the default) reads each batch's files in the DALI graph when the
+    iteration runs; "ahead" reads them `prefetch + 1` batches ahead on host threads and hands
+    DALI the bytes (source.py, readahead.py): the same pixels, the reading off DALI's threads.
     """
 
     def __init__(self, root, batch_size: int = 256, image_size: int = 224, *,
                  mix: MixConfig | None = None, seed: int = 0, epochs: int | None = None,
                  device: str = "auto", threads: int = 0, drop_last: bool = False,
                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), crop_tries: int = 1, prefetch: int = 2,
-                 min_image_size: int | None = None, resize_ramp=(0.0, 0.75),
+                 read: str = "graph", min_image_size: int | None = None, resize_ramp=(0.0, 0.75),
                  rank: int | None = None, world_size: int | None = None,
                  torch_device: torch.device | str | None = None,
                  bad_files: str | os.PathLike | None = None, validate: bool = True,
@@ -244,17 +174,18 @@ class TrainLoader(_FolderAttributes):
                  erase_ratio=(0.3, 1 / 0.3), erase_value: float = 0.0, augment=None):
         self.data = DataConfig(image_size=image_size, batch_size=batch_size, drop_last=drop_last,
                                scale=list(scale), ratio=list(ratio), crop_tries=crop_tries, device=device,
-                               threads=threads, prefetch=prefetch, min_image_size=min_image_size,
+                               threads=threads, prefetch=prefetch, read=read, min_image_size=min_image_size,
                                resize_ramp=list(resize_ramp), auto_augment=auto_augment, rand_n=rand_n,
                                rand_m=rand_m, magnitude_bins=magnitude_bins, color_jitter=list(color_jitter),
                                erase_prob=erase_prob, erase_scale=list(erase_scale),
                                erase_ratio=list(erase_ratio), erase_value=erase_value)
-        self.augment = self.data.augment(augment)  # augment.Augment, or None: the plain graph
+        self.augment = Augment.from_config(self.data, augment)  # or None: the plain graph
         self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
-        if min_image_size is not None and self.mix.pastes:
-            raise UserError("progressive resizing (min_image_size) and mixing are alternatives: "
-                            "turn one of them off")
+        if min_image_size is not None and self.mix.pastes and self.mix.schedule == "resize":
+            raise UserError(f"min_image_size={min_image_size} (progressive resizing) with mix schedule "
+                            "'resize', which is itself matched to progressive resizing's cost: give the "
+                            "mixing a budget of its own (MixConfig fraction or target_speedup)")
         if not shuffle and self.mix.active:
             raise UserError("shuffle=False is for plain loading: mixing and pruning choose their "
                             "samples at random every epoch; turn mixing off or keep shuffle=True")
@@ -263,7 +194,9 @@ class TrainLoader(_FolderAttributes):
         self.rank, self.world_size = _dist_info(rank, world_size)
         self.dali_device, self.device_id, self.torch_device = _devices(device, torch_device)
         n = len(self.index)
-        self.controller = MixController(self.mix, n, (image_size, image_size), seed=self.seed, epochs=epochs)
+        # the canvas follows progressive resizing's side, and the tiles with it
+        self.controller = MixController(self.mix, n, (image_size, image_size), seed=self.seed, epochs=epochs,
+                                        side_at=lambda e: self.data.image_size_at(e, epochs))
         self.mixing = self.mix.active        # MixBatch out, losses recorded
         self.pastes = self.mix.pastes        # composites tiled in the DALI graph
         self.epoch = 0
@@ -274,7 +207,6 @@ class TrainLoader(_FolderAttributes):
         self.host_losses = np.full(n, np.nan, np.float32)
         self.host_mixed = np.zeros(n, bool)
         self.excluded = np.zeros(n, bool)
-        self._labels = torch.as_tensor(np.append(self.index.labels, -1), device=self.torch_device)
         self._plan: EpochPlan | None = None
         self._batches: list[np.ndarray] | None = None
         self._warned_no_record = False
@@ -291,37 +223,40 @@ class TrainLoader(_FolderAttributes):
                 listed = f" (listed in {self.bad_files.path})" if self.bad_files.path else ""
                 raise UserError(f"no readable training images in {str(self.index.root)!r}: all {n} "
                                 f"files are bad{listed}; `mixtrain check-data` says why")
-        crops = CropPlanner(scale, ratio, (image_size, image_size), seed=self.seed,
-                            tile_aspect=self.mix.tile_aspect, tile_scale=self.mix.tile_scale,
-                            tries=self.data.crop_tries)
-        hw = self._sizes_for_windows(validate)
-        if watch is not None and watch_files:
-            self._source = CheckedPlanSource(self.index.paths, mixing=self.pastes, crops=crops, watch=watch, hw=hw)
-        else:
-            self._source = PlanSource(self.index.paths, mixing=self.pastes, crops=crops, hw=hw)
-        self._pipe = None
-        self._pipe_size, self._pipe_at_epoch_end = None, False
-        self._hold = _OutputHold()
+        source = plan_source(self.index.paths, self.data, seed=self.seed, pastes=self.pastes,
+                             hw=self._sizes_for_windows(validate), watch=watch if watch_files else None)
+        self._feed = Feed(source, self.data, self.mix, self.augment, dali_device=self.dali_device,
+                          device_id=self.device_id, seed=self.seed, rank=self.rank,
+                          world_size=self.world_size,
+                          size_at=lambda e: self.data.image_size_at(e, self.controller.epochs))
+        self._output = BatchOutput(self.index.labels, mixing=self.mixing,
+                                   width=self.mix.k if self.pastes else None, dali_device=self.dali_device,
+                                   device_id=self.device_id, torch_device=self.torch_device)
         self._pass: object | None = None  # the running iteration's token
         self.epochs_completed = 0         # iterations that ran to the end of their epoch
 
     def _sizes_for_windows(self, validate: bool) -> np.ndarray | None:
-        """Every usable image's size (from the file check or its manifest), so that the host
-        finishes the crop windows and the DALI graph has no per-sample arithmetic (5-6 ms of
-        pipeline time a batch of 256 saved on one DALI thread; results/crop_windows_cpu.md); None
-        (the graph finishes them from each header) when a size is unknown or there was no
-        check. `crop_windows` says which."""
-        hw, usable = self.index.hw, ~self.excluded
-        if not validate or hw is None:
-            why = "no file check, so no image sizes"
-        elif (hw[usable] > 0).all():
-            self.crop_windows, self.crop_windows_why = "host", None
-            return hw
-        else:
-            why = f"{int((hw[usable] <= 0).any(1).sum())} image size(s) unknown after the file check"
-        self.crop_windows, self.crop_windows_why = "graph", why
-        log.info("crop windows are finished in the DALI graph: %s", why)
-        return None
+        """The image sizes the host finishes the crop windows from, or None: the DALI graph
+        finishes them (feed.window_sizes). `crop_windows` says which, `crop_windows_why` why."""
+        hw, why = window_sizes(self.index, ~self.excluded, validate)
+        self.crop_windows, self.crop_windows_why = ("host" if hw is not None else "graph"), why
+        if hw is None:
+            log.info("crop windows are finished in the DALI graph: %s", why)
+        return hw
+
+    @property
+    def _source(self):
+        """The DALI external source (source.py), the Feed's."""
+        return self._feed.source
+
+    @property
+    def _pipe(self):
+        """The DALI pipeline, the Feed's (None: the next epoch builds one)."""
+        return self._feed.pipe
+
+    @_pipe.setter
+    def _pipe(self, pipe) -> None:
+        self._feed.pipe = pipe
 
     @classmethod
     def from_config(cls, root, config: Config, **kwargs) -> "TrainLoader":
@@ -329,7 +264,7 @@ class TrainLoader(_FolderAttributes):
         return cls(root, d.batch_size, d.image_size, mix=config.mix, seed=config.train.seed,
                    epochs=config.train.epochs, device=d.device, threads=d.threads,
                    drop_last=d.drop_last, scale=d.scale, ratio=d.ratio, crop_tries=d.crop_tries,
-                   prefetch=d.prefetch,
+                   prefetch=d.prefetch, read=d.read,
                    min_image_size=d.min_image_size, resize_ramp=d.resize_ramp,
                    auto_augment=d.auto_augment, rand_n=d.rand_n, rand_m=d.rand_m,
                    magnitude_bins=d.magnitude_bins, color_jitter=d.color_jitter, erase_prob=d.erase_prob,
@@ -371,6 +306,21 @@ class TrainLoader(_FolderAttributes):
 
     def __len__(self) -> int:
         return len(self.batches())
+
+    @property
+    def drop_last(self) -> bool:
+        return self.data.drop_last
+
+    @property
+    def shard_size(self) -> int:
+        """Samples this rank takes in the current epoch (each composite's constituents;
+        `len(loader.sampler)`). Plans the epoch, as `len(loader)` does."""
+        plan, batches = self.plan(), self._batches
+        return int(sum((plan.members[b] >= 0).sum() for b in batches))
+
+    def _usable(self) -> np.ndarray:
+        """The files `dataset` covers: all but the bad ones left out."""
+        return ~self.excluded
 
     def _warn_if_nothing_recorded(self) -> None:
         """Once: a loop that never calls record() leaves the controller blind. Said only where
@@ -420,34 +370,29 @@ class TrainLoader(_FolderAttributes):
         after a newer one started raises ``UserError``."""
         token = self._begin_pass()
         plan, batches = self.plan(), self._batches
-        rows = self._upload_rows(plan, batches)
-        self._source.start(plan, batches)
-        pipe = self._epoch_pipeline()
+        rows = self._output.upload(plan, batches)
+        self._feed.start(plan, batches, self.epoch)
         i, failed_at, finished = 0, -1, False
-        # GPU: outputs ready on torch's current stream, not on the host (no host wait per step)
-        stream = torch.cuda.current_stream(self.device_id) if self.dali_device == "gpu" else None
         try:
             while i < len(batches):
                 try:
-                    (out,) = pipe.run(stream)
+                    out = self._feed.run()
                 except Exception as err:  # DALI's RuntimeError, or BadFilesFound from the source
                     if failed_at == i:
                         raise
-                    plan, batches, explained = self._recover(err, plan, batches, i)
+                    plan, batches, explained = self._feed.recover(err, plan, batches, i, self.excluded,
+                                                                  self._exclude)
                     failed_at = -1 if explained else i  # unexplained twice at `i`: raise
-                    rows = self._upload_rows(plan, batches)
-                    self._source.start(plan, batches, position=i)
-                    pipe = self._pipeline()
+                    rows = self._output.upload(plan, batches)
+                    self._feed.restart(plan, batches, position=i)
                     continue
-                if self._source.fed:
-                    self._source.fed.pop(0)  # consumed: `fed` keeps what DALI still holds
-                images = self._to_torch(out, len(batches[i]))
+                images = self._output.images(out, len(batches[i]), zero_copy=self._feed.exec_dynamic)
                 del out
-                yield self._make_batch(images, rows, i)
+                yield self._output.batch(images, rows, i)
                 if self._pass is not token:
                     raise UserError(_SUPERSEDED.format(type(self).__name__))
                 i += 1
-            finished = self._drain(pipe, stream)
+            finished = self._feed.drain()
         finally:
             if self._pass is token:  # a superseded pass was wound up by the newer one
                 if not finished:
@@ -462,38 +407,12 @@ class TrainLoader(_FolderAttributes):
         return token
 
     def _end_pass(self, finished: bool) -> None:
-        self._source.start(None, [])
-        self._hold.clear()
-        if not finished:  # broken off or failed: DALI may hold this epoch's prefetched batches
-            self._pipe = None
-        self._pipe_at_epoch_end = finished
+        self._output.release()
+        self._feed.end(finished)
         self.epochs_completed += finished
         self.epoch += 1
         self._plan = self._batches = None
         self._pass = None
-
-    @staticmethod
-    def _drain(pipe, stream) -> bool:
-        """After the epoch's last batch: take DALI's end-of-epoch StopIteration (the source
-        raised it while prefetching), so the pipeline can be reset and reused."""
-        try:
-            pipe.run(stream)
-        except StopIteration:
-            return True
-        return False
-
-    def _epoch_pipeline(self):
-        """This epoch's pipeline: the last epoch's, reset, when it ended cleanly at the same
-        image size (rebuilding it every epoch made a 6k-image epoch on an H100 take 3.7 s
-        instead of 1.5 s: the GPU decoder's set-up); else a new one. With augmentations, a new
-        one every epoch: their draws come from DALI's RNG, seeded from (seed, rank, epoch), so a
-        resumed run draws what the uninterrupted one did."""
-        size = self.data.image_size_at(self.epoch, self.controller.epochs)
-        if (self._pipe is not None and self._pipe_at_epoch_end and self._pipe_size == size
-                and self.augment is None):
-            self._pipe.reset()
-            return self._pipe
-        return self._pipeline()
 
     # -- bad files ------------------------------------------------------------------------
     def _exclude(self, bad: dict[int, str], write: bool = True) -> int:
@@ -512,107 +431,6 @@ class TrainLoader(_FolderAttributes):
             flags = torch.as_tensor(self.excluded, dtype=torch.uint8, device=self.torch_device)
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
             self.excluded = flags.cpu().numpy().astype(bool)
-
-    def _recover(self, err: Exception, plan: EpochPlan, batches: list[np.ndarray], i: int):
-        """After batch `i` failed: find the bad files among those DALI held, exclude them,
-        rewrite batches i.. without them. Returns (plan, batches, explained): False when no
-        bad file was found (the batch is retried once; a second failure there is raised)."""
-        found = getattr(err, "found", None)  # BadFilesFound: the watch already names them
-        if found:
-            bad = {s: f"{r} (since the up-front check)" for s, r in found.items() if r != SUSPECT}
-            suspects = [s for s, r in found.items() if r == SUSPECT]
-        else:
-            # the files of every batch handed to DALI and not yet returned, `i` first
-            suspects = list(dict.fromkeys(int(s) for sb in self._source.fed for s in sb.slot_samples))
-            bad = {}
-        suspects = [s for s in suspects if not self.excluded[s]]
-        paths = [self.index.paths[s] for s in suspects]
-        probed = probe(paths, self.dali_device, self.device_id)
-        hint = (lambda p: suspect_hint(p) + "; ") if found else (lambda p: "")
-        bad.update({suspects[j]: hint(paths[j]) + reason for j, reason in probed.items()})
-        new = self._exclude(bad)
-        if not bad:
-            if found:
-                return plan, batches, True  # changed files that still decode: go on
-            log.warning("epoch %d, batch %d: DALI failed but no bad file was found among the %d "
-                        "files it held; retrying the batch once: %s", self.epoch, i, len(suspects),
-                        str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
-            return plan, batches, False
-        min_side = max(1, int(round(self.mix.min_side_frac * min(plan.canvas))))
-        plan, batches, info = drop_samples(plan, batches, i, self.excluded, min_side,
-                                           allow_fewer_steps=self.world_size == 1)
-        log.info("epoch %d, batch %d: %d bad file(s) left out of the rest of the epoch: %s",
-                 self.epoch, i, new, info)
-        if info["repeated"]:
-            log.warning("epoch %d: %d batch(es) left with no readable image repeat a composite so "
-                        "every rank takes the same number of steps", self.epoch, info["repeated"])
-        return plan, batches, True
-
-    def _pipeline(self):
-        """A new pipeline. Without augmentations the graph draws nothing at random (crop windows
-        and flips come from the host's plan, a function of (seed, epoch, batch)), so a resumed
-        run, a rebuilt pipeline after a bad file and a reused one all decode exactly the same
-        pixels. The augmentations' draws are seeded from (seed, rank, epoch): a resumed run
-        draws the same; a pipeline rebuilt mid-epoch after a bad file starts the epoch's draws
-        again."""
-        self._pipe = None  # release the last pipeline's buffers first
-        d = self.data
-        size = d.image_size_at(self.epoch, self.controller.epochs)
-        with quiet_dali_deprecations():  # the graph is traced when the pipeline is made
-            pipe = train_pipeline(
-                source=self._source, device=self.dali_device, image_size=size, mixing=self.pastes,
-                augment=self.augment, host_windows=self._source.host_windows, crop_tries=d.crop_tries,
-                enable_conditionals=self.augment is not None and self.augment.conditionals,
-                batch_size=d.batch_size * (self.mix.k if self.pastes else 1),
-                num_threads=d.resolved_threads(), device_id=self.device_id,
-                seed=int(np.random.SeedSequence([self.seed, self.rank] + ([self.epoch] if self.augment else []))
-                         .generate_state(1)[0] % 2**31),
-                prefetch_queue_depth=d.prefetch)
-            pipe.build()
-        self._pipe, self._pipe_size, self._pipe_at_epoch_end = pipe, size, False
-        return pipe
-
-    def _upload_rows(self, plan: EpochPlan, batches: list[np.ndarray]) -> dict:
-        """This rank's plan rows, on the training device once per epoch; steps slice them."""
-        order = np.concatenate(batches) if batches else np.zeros(0, np.int64)
-        # k_max is MixConfig.k in every epoch of a mixing run, unmixed ones too: the batch's
-        # tensors keep one shape across epochs (torch.compile does not recompile, CUDA graphs
-        # stay valid); the padded columns are masked out like any padded constituent
-        width = self.mix.k if self.pastes else plan.k_max
-        members = pad_columns(plan.members[order], width, -1)
-        dev = self.torch_device
-        ids = torch.as_tensor(members, device=dev)
-        n = self.num_samples
-        weights = None if plan.weights is None else pad_columns(plan.weights[order], width, 0.0)
-        boxes = pad_columns(plan.boxes[order], width, 0)  # int32, also handed out as is
-        return {
-            "offsets": np.concatenate([[0], np.cumsum([len(b) for b in batches])]).astype(np.int64),
-            "counts": (members >= 0).sum(1),
-            "sample_ids": ids,
-            "labels": self._labels[torch.where(ids >= 0, ids, n)],
-            "boxes": torch.as_tensor(boxes, dtype=torch.float32, device=dev),
-            "boxes_host": boxes,
-            "mask": ids >= 0,
-            "shares": torch.as_tensor(pad_columns(plan.shares[order], width, 0.0), device=dev),
-            "weights": None if weights is None else torch.as_tensor(weights, device=dev),
-        }
-
-    def _make_batch(self, images: torch.Tensor, rows: dict, i: int):
-        a, b = rows["offsets"][i], rows["offsets"][i + 1]
-        if not self.mixing:
-            return images, rows["labels"][a:b, 0]
-        weights = None if rows["weights"] is None else rows["weights"][a:b]
-        return MixBatch(images, rows["sample_ids"][a:b], rows["labels"][a:b], rows["boxes"][a:b],
-                        rows["mask"][a:b], rows["shares"][a:b], int(rows["counts"][a:b].sum()), weights,
-                        rows["boxes_host"][a:b])
-
-    def _to_torch(self, out, n_heads: int) -> torch.Tensor:
-        """The first n_heads outputs (the composites) as an NCHW view of NHWC memory."""
-        zero_copy = self._pipe is not None and self._pipe.exec_dynamic
-        images = heads_to_torch(out, n_heads, self.torch_device, zero_copy=zero_copy)
-        if self.dali_device == "gpu":
-            self._hold.add(out, torch.device("cuda", self.device_id))
-        return images
 
     # -- resume -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -690,6 +508,8 @@ class ValLoader(_FolderAttributes):
 
     def __len__(self) -> int:
         return -(-self.shard_size // self.data.batch_size)
+
+    drop_last = False  # the last partial batch is always kept: every image is evaluated
 
     def _leave_out(self, bad: dict[int, str], files: list[str], labels: list[int]) -> None:
         """Leave positions `bad` of `files` out of this pass (in place) and out of the loader."""

@@ -9,7 +9,7 @@ import torch
 from nvidia.dali.backend import TensorListCPU
 
 from conftest import identify
-from mixtrain_dali import loader as L
+from mixtrain_dali import feed as F
 from mixtrain_dali.config import MixConfig
 from mixtrain_dali.loader import TrainLoader, ValLoader, heads_to_torch
 from mixtrain_dali.pipelines import forgot_set_device, val_pipeline
@@ -171,10 +171,10 @@ def test_probe_judges_with_the_cpu_decoder_and_asks_the_gpu_decoder_only_second(
         calls.append((decoder, device_id))
         return {} if decoder == "cpu" else {0: "cannot be decoded by DALI (x)"}
 
-    monkeypatch.setattr(L, "probe_files", fake)
-    assert L.probe(["a"], "cpu", None) == {} and calls == [("cpu", None)]
+    monkeypatch.setattr(F, "probe_files", fake)
+    assert F.probe(["a"], "cpu", None) == {} and calls == [("cpu", None)]
     calls.clear()
-    bad = L.probe(["a"], "gpu", 1)
+    bad = F.probe(["a"], "gpu", 1)
     assert calls == [("cpu", None), ("mixed", 1)]
     assert "GPU decoder" in bad[0]
 
