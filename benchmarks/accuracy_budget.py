@@ -1,27 +1,33 @@
-"""Accuracy at equal training time: final val top-1 and training wall time, several seeds each.
+"""Accuracy against training time: each method trained at several budgets, several seeds each.
 
 Every method shares one recipe (the demo's unless flags say otherwise: model, image size,
 lr, epochs E) and one dataset (`--data DIR`, any ImageFolder with train/ and val/; the
-embedded synthetic one by default); only what the table names differs. The baseline trained
-for E, 0.75E, 0.625E and 0.5E epochs draws the "just train less" curve of accuracy against
-measured training time; every other method is judged by where its point lies against that
-curve: its accuracy minus the curve's at the same time ("vs curve").
+embedded synthetic one by default); only what its row names differs. Each method runs at
+every budget of `--budgets` (fractions of E: its cosine schedule ends at that budget, as
+budgeted training wants), so it draws a curve of final val top-1 against measured training
+time. One method's gain over another is the distance between their curves at equal time,
+per seed (linear between a seed's points), then mean and spread over the seeds; and each
+method's time to reach the full baseline's accuracy (the baseline's own curve at E).
 
-  a  baseline        E epochs, no mixing            c  less_*    fewer epochs, same recipe
-  p  progressive     FFCV-style progressive resizing: E/2 px, growing to full by 0.75E
-  e  prune           InfoBatch-style: a random part of the below-mean-loss samples skipped,
-                     the kept ones' loss rescaled, the last 12.5% of epochs full
-  d  naive_mix       random groups of 4, equal shares, one soft label per composite
-  b  mixtrain        MixTrain with the package's defaults (MixConfig)
-  mix_*              the research programme's ablations, each one idea (--methods)
+  baseline       no mixing (its curve is "just train less")
+  progressive    FFCV-style progressive resizing: E/2 px growing to full by 0.75 of the run
+  prune          InfoBatch-style: a random part of the below-mean-loss samples skipped, the
+                 kept ones' loss rescaled, the last 12.5% of epochs full
+  mixtrain       MixTrain with the package's defaults (each epoch at progressive resizing's cost)
+  prog_mix       progressive resizing, and MixTrain on its canvas: a further share of the samples
+                 (--mix-fraction, decaying linearly) tiled k=4 at random
+  prog_mix_loss  prog_mix choosing the tiled samples from the loss table: at random among those
+                 below the mean loss (InfoBatch's rule), a sample whose tiled loss rose above it
+                 back at full size next epoch (the paper's selection)
 
-The project's goal: b within 0.5 points of a at >= 1.4x less training time, and above the
-curve, p and e. The script reports what it measures either way.
+`--val-sizes` also evaluates every final model at other test resolutions (FixRes: above the
+train crop), the same for every method. The goal (issue 25): the best mixing configuration's
+curve >= 0.5 points above progressive resizing's at equal time near convergence, and the full
+baseline's accuracy in <= 1/1.6 of its time. The script reports what it measures either way.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import sys
@@ -34,50 +40,22 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 import common  # noqa: E402  (benchmarks/common.py)
+from mixtrain_dali.curves import gain, time_to_reach  # noqa: E402
 
 NAME = "accuracy_budget"
-# the method: its row label, and what its recipe changes (see method_recipes)
 METHODS = {
-    "baseline": "a. baseline, E epochs",
-    "less_75": "c. train less, 0.75E epochs",
-    "less_62": "c. train less, 0.625E epochs",
-    "less_50": "c. train less, 0.5E epochs",
-    "progressive": "p. progressive resizing, E/2 px to full (FFCV-style), E epochs",
-    "prune": "e. InfoBatch-style pruning xS",
-    "naive_mix": "d. naive mixing xS (random, equal shares, soft label)",
-    "mixtrain": "b. MixTrain, package defaults",
-    # the research programme's ablations (--methods NAME ...): each one idea on top of v0
-    "mix_v0": "v0. MixTrain as first built: flat xS, whole crop squashed into the tile",
-    "mix_norm": "v0 + loss summed per composite (not averaged over constituents)",
-    "mix_aspect": "v0 + tile-shaped source windows",
-    "mix_scale": "v0 + tile-shaped windows at the tile's scale (objects keep their size)",
-    "mix_scale_half": "v0 + tile-shaped windows, area x share^0.5",
-    "mix_linear": "v0 + fraction decaying linearly from 1 (random selection)",
-    "mix_gamma0": "v0 + equal shares (gamma = 0)",
-    "mix_random": "v0 + random selection",
-    "mix_k2": "v0 with k=2",
-    "mix_all": "v0 + per-composite loss + tile-scale windows + linear decay from 1 (random selection)",
-    # on top of the defaults (b): what the network does with a composite
-    "mix_apart": "linear + constituents apart in the network (tiles cut out, equal shares)",
-    "mix_apart_norm": "linear + constituents apart + loss summed per composite",
-    "mix_steps": "apart + the unmixed step count kept (fewer composites per mixed step), linear",
-    "mix_k2_steps": "mix_steps with k=2 (tiles at 1/sqrt(2) of the side, 2:1 strips on a square canvas)",
-    "mix_k2_aspect": "mix_steps with k=2 and tile-shaped source windows (no squashing into the strip)",
-    # round 12: each epoch at progressive resizing's pixel cost (schedule resize, from epoch 0)
-    "mix_resize": "apart, steps kept, every epoch at p's cost (resize schedule), from epoch 0, random",
-    "mix_resize_low": "mix_resize with the lowest-loss samples mixed first (selection lowest)",
-    "mix_lr150": "mix_resize with lr x (1 + 0.5 x the epoch's mixed share) (lr_scale 1.5)",
-    "mix_lr067": "mix_resize with lr x (1 - 0.33 x the epoch's mixed share) (lr_scale 0.67)",
-    # round 17: tiles at the two sizes that bracket progressive resizing's (the Jensen gap)
-    "mix_ladder": "mix_resize with tiles of 1/k' of the canvas, k' in 1, 2, 4 bracketing p's size (ladder)",
-    "mix_ladder_aspect": "mix_ladder with windows of the tile's shape (no squashed strips; tile_aspect)",
+    "baseline": "baseline",
+    "progressive": "progressive resizing (E/2 px to full by 0.75 of the run)",
+    "prune": "InfoBatch-style pruning xS",
+    "mixtrain": "MixTrain, package defaults (resize schedule)",
+    "prog_mix": "progressive resizing + MixTrain k=4 on its canvas (random, fraction F decaying)",
+    "prog_mix_loss": "progressive resizing + MixTrain k=4 on its canvas (below-mean-loss samples, F decaying)",
 }
-# the benchmark's methods unless --methods says otherwise: the baseline's curve and the rivals
-DEFAULT_METHODS = ["baseline", "less_75", "less_62", "less_50", "progressive", "prune", "naive_mix",
-                   "mixtrain"]
-CURVE = ("baseline", "less_75", "less_62", "less_50")  # the "just train less" curve
-TOLERANCE = 0.5  # points of top-1: b within this of a
-QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1]}
+MIXING = ("mixtrain", "prog_mix", "prog_mix_loss")  # the mixing configurations (the goal's contenders)
+DEFAULT_METHODS = list(METHODS)
+DEFAULT_BUDGETS = [0.5, 0.75, 1.0]
+GOAL_GAIN, GOAL_SPEEDUP = 0.5, 1.6
+QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1], "budgets": [0.5, 1.0]}
 
 
 def build_parser(prog: str | None = None):
@@ -86,15 +64,23 @@ def build_parser(prog: str | None = None):
     p.add_argument("--data", default=None,
                    help="an ImageFolder root with train/ and val/ (e.g. CIFAR-10, Imagenette); "
                         "default: the embedded synthetic dataset")
-    p.add_argument("--tag", default=None, help="added to the result files' names (e.g. an ablation's)")
+    p.add_argument("--tag", default=None, help="added to the result files' names (e.g. an experiment's)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="training seeds, one run of every method each (default 0 1 2; 0 1 with --quick)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="E (default the demo recipe's epochs; 3 with --quick)")
-    p.add_argument("--speedup", type=float, default=1.6,
-                   help="target speedup S of the flat-budget methods (default 1.6)")
+                   help="training seeds, one run of every method and budget each (default 0 1 2; 0 1 with --quick)")
+    p.add_argument("--epochs", type=int, default=None, help="E, the full budget (default the demo recipe's; "
+                                                            "3 with --quick)")
+    p.add_argument("--budgets", type=float, nargs="+", default=None, metavar="FRACTION",
+                   help="the budgets each method trains at, as fractions of E in (0, 1] (default "
+                        f"{' '.join(map(str, DEFAULT_BUDGETS))}; {' '.join(map(str, QUICK['budgets']))} with --quick)")
+    p.add_argument("--speedup", type=float, default=1.6, help="target speedup S of pruning (default 1.6)")
+    p.add_argument("--mix-fraction", type=float, default=0.5,
+                   help="prog_mix*: the share of samples tiled in the first mixing epoch, decaying "
+                        "linearly to 0 (default 0.5)")
     p.add_argument("--methods", nargs="*", choices=list(METHODS), default=DEFAULT_METHODS,
                    help=f"which methods to run (default {' '.join(DEFAULT_METHODS)})")
+    p.add_argument("--val-sizes", type=int, nargs="+", default=[], metavar="PX",
+                   help="also evaluate every final model at these val crops (test resolutions), "
+                        "the shorter side resized to PX x 256/224 (default: the train crop only)")
     p.add_argument("--arch", default=None, help="model (default the demo recipe's)")
     p.add_argument("--stem", choices=["imagenet", "cifar"], default=None,
                    help="ResNet stem (cifar: 3x3/1, no max-pool, for 32 px images)")
@@ -102,9 +88,6 @@ def build_parser(prog: str | None = None):
                    help=f"train crop (default the demo's 64; {QUICK['image_size']} with --quick)")
     p.add_argument("--val-resize", type=int, default=None,
                    help="val shorter side before the center crop (default image size x 256/224)")
-    p.add_argument("--crop-tries", type=int, default=None,
-                   help="data.crop_tries of every method (default the recipe's 1: shrink to fit; "
-                        "10: torchvision's rule)")
     p.add_argument("--scale", type=float, nargs=2, default=None,
                    help="random-resized-crop area range (default the demo's 0.35 1)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -112,8 +95,8 @@ def build_parser(prog: str | None = None):
     p.add_argument("--lr", type=float, default=None, help="lr for batch 256 (default the demo's)")
     p.add_argument("--threads", type=int, default=None, help="DALI CPU threads (default the demo's 2)")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
-                   help="result files of earlier runs with the same recipe and data: their methods "
-                        "join this report (a method run here replaces theirs)")
+                   help="result files of earlier runs with the same recipe and data: their runs join "
+                        "this report (a method and budget run here replaces theirs)")
     p.add_argument("--runs-dir", default=None,
                    help="keep the training runs here; default: a temporary folder removed at the end")
     return p
@@ -127,149 +110,128 @@ def base_recipe(args, device: str) -> dict:
     r["data"]["device"] = device
     for key, flag in (("image_size", args.image_size), ("batch_size", args.batch_size)):
         r["data"][key] = flag or (QUICK[key] if q else r["data"][key])
-    for key, flag in (("threads", args.threads), ("val_resize", args.val_resize), ("scale", args.scale),
-                      ("crop_tries", args.crop_tries)):
+    for key, flag in (("threads", args.threads), ("val_resize", args.val_resize), ("scale", args.scale)):
         if flag is not None:
             r["data"][key] = list(flag) if isinstance(flag, (list, tuple)) else flag
     r["train"]["epochs"] = args.epochs or (QUICK["epochs"] if q else r["train"]["epochs"])
-    if args.arch:
-        r["train"]["arch"] = args.arch
-    if args.stem:
-        r["train"]["stem"] = args.stem
-    if args.lr is not None:
-        r["train"]["lr"] = args.lr
+    r["train"]["val_interval"] = 0  # validate the final model only: the curves need no more
+    for key, flag in (("arch", args.arch), ("stem", args.stem), ("lr", args.lr)):
+        if flag is not None:
+            r["train"][key] = flag
     return r
 
 
-def method_recipes(base: dict, speedup: float) -> dict[str, dict]:
-    """Every method as a recipe dict: the base with its one difference."""
-    epochs = base["train"]["epochs"]
+def method_recipes(base: dict, speedup: float = 1.6, mix_fraction: float = 0.5) -> dict[str, dict]:
+    """Every method as a recipe dict at the full budget E: the base with its one difference."""
     size = base["data"]["image_size"]
-    flat = {"enabled": True, "method": "mix", "k": 4, "target_speedup": speedup}
-    # v0: the mixing of the first release, spelled out so that new defaults do not move it
-    v0 = {**base["mix"], **flat, "schedule": "flat", "tile_aspect": False, "tile_scale": 0.0,
-          "loss_norm": "constituent", "selection": "loss", "gamma": 1.0, "isolate": False,
-          "keep_steps": False}
+    progressive = {"min_image_size": max(16, size // 2), "resize_ramp": [0.0, 0.75]}
+    # mixing on top of progressive resizing: a budget of its own, tiles of that epoch's canvas
+    on_top = {"enabled": True, "k": 4, "schedule": "linear", "fraction": mix_fraction, "warmup_epochs": 0,
+              "final_full_fraction": 0.125, "selection": "random", "gamma": 0.0, "self_correct": False}
 
-    def with_(mix_=None, data=None, **train):
-        return {"data": {**base["data"], **(data or {})}, "train": {**base["train"], **train},
+    def with_(mix_=None, data=None):
+        return {"data": {**base["data"], **(data or {})}, "train": dict(base["train"]),
                 "mix": mix_ if mix_ is not None else {**base["mix"], "enabled": False}}
 
-    def less(frac):
-        return with_(epochs=max(1, round(epochs * frac)))
-
-    # the package defaults (schedule resize) are b; the rows below b were measured on top of
-    # the previous defaults, the linear schedule after one warm-up epoch, spelled out here
-    defaults = {**base["mix"], "enabled": True, "schedule": "linear", "warmup_epochs": 1,
-                "final_full_fraction": 0.125, "self_correct": True}
-    # progressive resizing's cost per epoch, mixing from epoch 0 (random selection needs no
-    # loss); no self-correction: it would unmix the samples of the f = 1 epochs and so
-    # change the cost the arm is matched on
-    resize = {"enabled": True, "k": 4, "schedule": "resize", "warmup_epochs": 0,
-              "final_full_fraction": 0.0, "selection": "random", "gamma": 0.0, "isolate": True,
-              "keep_steps": True, "self_correct": False}
     return {
         "baseline": with_(),
-        "less_75": less(0.75),
-        "less_62": less(0.625),
-        "less_50": less(0.5),
-        "progressive": with_(data={"min_image_size": max(16, size // 2), "resize_ramp": [0.0, 0.75]}),
-        "prune": with_({**v0, "method": "prune"}),
-        "naive_mix": with_({**v0, "selection": "random", "gamma": 0.0, "self_correct": False},
-                           region_pooling=False),
+        "progressive": with_(data=progressive),
+        "prune": with_({"enabled": True, "method": "prune", "schedule": "flat", "target_speedup": speedup,
+                        "selection": "loss"}),
         "mixtrain": with_({**base["mix"], "enabled": True}),
-        "mix_v0": with_(v0),
-        "mix_norm": with_({**v0, "loss_norm": "composite"}),
-        "mix_aspect": with_({**v0, "tile_aspect": True}),
-        "mix_scale": with_({**v0, "tile_aspect": True, "tile_scale": 1.0}),
-        "mix_scale_half": with_({**v0, "tile_aspect": True, "tile_scale": 0.5}),
-        "mix_linear": with_({**v0, "schedule": "linear", "target_speedup": None, "fraction": 1.0,
-                             "selection": "random"}),
-        "mix_gamma0": with_({**v0, "gamma": 0.0}),
-        "mix_random": with_({**v0, "selection": "random"}),
-        "mix_k2": with_({**v0, "k": 2}),
-        "mix_all": with_({**v0, "loss_norm": "composite", "tile_aspect": True, "tile_scale": 1.0,
-                          "schedule": "linear", "target_speedup": None, "fraction": 1.0,
-                          "selection": "random"}),
-        "mix_apart": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False}),
-        "mix_apart_norm": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": False,
-                                 "loss_norm": "composite"}),
-        "mix_steps": with_({**defaults, "gamma": 0.0, "isolate": True, "keep_steps": True}),
-        "mix_k2_steps": with_({**defaults, "k": 2}),
-        "mix_k2_aspect": with_({**defaults, "k": 2, "tile_aspect": True}),
-        "mix_resize": with_(resize),
-        "mix_resize_low": with_({**resize, "selection": "lowest"}),
-        "mix_lr150": with_({**resize, "lr_scale": 1.5}),
-        "mix_lr067": with_({**resize, "lr_scale": 2 / 3}),
-        "mix_ladder": with_({**resize, "ladder": True}),
-        "mix_ladder_aspect": with_({**resize, "ladder": True, "tile_aspect": True}),
+        "prog_mix": with_(on_top, data=progressive),
+        # the loss table needs one epoch of losses first; self-correction as the paper's
+        "prog_mix_loss": with_({**on_top, "selection": "loss", "warmup_epochs": 1, "self_correct": True},
+                               data=progressive),
     }
 
 
-def summarize_method(runs: list[dict]) -> dict:
-    return {"val_top1": common.spread(r["val_top1"] for r in runs),
-            "train_time_s": common.spread(r["train_time_s"] for r in runs),
-            "run_time_s": common.spread(r["run_time_s"] for r in runs),
-            "steps": common.spread(r["steps"] for r in runs),
-            "epochs": runs[0]["epochs"] if runs else None}
+def at_budget(recipe: dict, budget: float) -> dict:
+    """`recipe` trained for round(budget x E) epochs (at least 1): its schedule ends there."""
+    epochs = max(1, round(recipe["train"]["epochs"] * budget))
+    return {**recipe, "train": {**recipe["train"], "epochs": epochs}}
 
 
-def curve_at(summary: dict, time_s: float, axis: str = "train_time_s") -> float | None:
-    """The train-less curve's top-1 (means, linear between its points) at `time_s` (or at a
-    number of steps, axis="steps"); None outside the curve's range or with fewer than two
-    of its points."""
-    pts = sorted((summary[k][axis]["mean"], summary[k]["val_top1"]["mean"])
-                 for k in CURVE if k in summary)
-    if len(pts) < 2 or not pts[0][0] <= time_s <= pts[-1][0]:
-        return None
-    for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
-        if t0 <= time_s <= t1:
-            return a0 + (a1 - a0) * ((time_s - t0) / (t1 - t0) if t1 > t0 else 0.0)
-    return None
+# -- curves (mixtrain_dali/curves.py: interp, gain, time_to_reach) ----------------------------
+def summarize(runs: dict[str, list[dict]], budgets: list[float], val_sizes: list[int]) -> dict:
+    """Per method: per budget the mean and spread of top-1 (and at each val size), time and steps;
+    its mean curve; its gains over the rivals; its time to the baseline's accuracy at E."""
+    out = {}
+    for key, rs in runs.items():
+        if not rs:
+            continue
+        per = {}
+        for b in budgets:
+            br = [r for r in rs if r["budget"] == b]
+            if not br:
+                continue
+            per[str(b)] = {"epochs": br[0]["epochs"], "val_top1": common.spread(r["val_top1"] for r in br),
+                           "train_time_s": common.spread(r["train_time_s"] for r in br),
+                           "steps": common.spread(r["steps"] for r in br),
+                           "val_top1_at": {str(s): common.spread(r["val_top1_at"][str(s)] for r in br)
+                                           for s in val_sizes if all(str(s) in r.get("val_top1_at", {}) for r in br)}}
+        out[key] = {"budgets": per, "curve": sorted((p["train_time_s"]["mean"], p["val_top1"]["mean"])
+                                                    for p in per.values())}
+    base = out.get("baseline", {}).get("budgets", {})
+    full = base.get(str(max(budgets))) if base else None
+    for key, s in out.items():
+        s["gain_vs"] = {other: gain(runs[key], runs[other]) for other in ("baseline", "progressive", "prune")
+                        if other != key and runs.get(other)}
+        if full is not None:
+            t = time_to_reach(s["curve"], full["val_top1"]["mean"])
+            s["time_to_baseline"] = None if t is None else {
+                "time_s": t, "speedup": full["train_time_s"]["mean"] / t if t > 0 else None}
+    return out
 
 
 def goals(summary: dict) -> list[dict]:
-    """The project's goals, evaluated on the means (left out where a method was not run)."""
-    def top1(name):
-        s = summary.get(name)
-        return None if s is None else s["val_top1"]["mean"]
-
-    b, a = top1("mixtrain"), top1("baseline")
-    out = []
-    if b is None:
-        return out
-    if a is not None:
-        saved = summary["baseline"]["train_time_s"]["mean"] / summary["mixtrain"]["train_time_s"]["mean"]
-        out.append({"goal": f"b (MixTrain) within {TOLERANCE} points of a (baseline)",
-                    "difference": b - a, "met": b - a >= -TOLERANCE})
-        out.append({"goal": "b saves >= 1.4x training time", "difference": saved, "met": saved >= 1.4})
-    at = curve_at(summary, summary["mixtrain"]["train_time_s"]["mean"])
-    if at is not None:
-        out.append({"goal": "b above the train-less curve at its time", "difference": b - at,
-                    "met": b > at})
-    for key in ("progressive", "prune", "naive_mix"):
-        other = top1(key)
-        if other is not None:
-            out.append({"goal": f"b (MixTrain) above {METHODS[key].split('.')[0]} ({key})",
-                        "difference": b - other, "met": b > other})
+    """Issue 25's goals for the best mixing configuration (the largest gain over progressive
+    resizing at the top of the curves), on the seeds' means."""
+    cands = [(s["gain_vs"]["progressive"]["at_top"]["mean"], k) for k, s in summary.items()
+             if k in MIXING and s.get("gain_vs", {}).get("progressive")]
+    if not cands:
+        return []
+    best_gain, best = max(cands)
+    out = [{"goal": f"best mixing ({best}) >= {GOAL_GAIN} points above progressive resizing at equal "
+                    "time (top of the curves)", "value": best_gain, "met": best_gain >= GOAL_GAIN}]
+    ttb = summary[best].get("time_to_baseline")
+    if "time_to_baseline" in summary[best]:
+        speed = ttb["speedup"] if ttb else None
+        out.append({"goal": f"{best} reaches the full baseline's accuracy in <= 1/{GOAL_SPEEDUP} of its time",
+                    "value": speed, "met": speed is not None and speed >= GOAL_SPEEDUP})
     return out
+
+
+def plateau(summary: dict, budgets: list[float]) -> float | None:
+    """The baseline's gain from its second-largest budget to E (nearly plateaued: < 1 point)."""
+    per = summary.get("baseline", {}).get("budgets", {})
+    top = sorted(budgets)[-2:]
+    if len(top) < 2 or any(str(b) not in per for b in top):
+        return None
+    return per[str(top[1])]["val_top1"]["mean"] - per[str(top[0])]["val_top1"]["mean"]
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     from mixtrain_dali.config import Config
     from mixtrain_dali.demo import DEMO_DATA, QUICK_DATA
     from mixtrain_dali.errors import UserError
-    from mixtrain_dali.report import summarize
-    from mixtrain_dali.train import train
+    from mixtrain_dali.report import summarize as summarize_rows
+    from mixtrain_dali.train import evaluate_run, train
 
     argv, args, device, torch_threads = common.start(build_parser, argv, prog)
     seeds = args.seeds or (QUICK["seeds"] if args.quick else [0, 1, 2])
+    budgets = sorted(set(args.budgets or (QUICK["budgets"] if args.quick else DEFAULT_BUDGETS)))
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {seeds} has duplicates")
+    if not all(0 < b <= 1 for b in budgets):
+        raise UserError(f"--budgets {budgets}: each must be a fraction of E in (0, 1]")
+    if not 0 < args.mix_fraction <= 1:
+        raise UserError(f"--mix-fraction {args.mix_fraction} is outside (0, 1]")
     base = base_recipe(args, device)
-    all_recipes = method_recipes(base, args.speedup)
-    recipes = {k: v for k, v in all_recipes.items() if k in args.methods}
-    configs = {k: Config.from_dict(v, source=f"method {k}") for k, v in recipes.items()}  # checks all first
+    recipes = {k: v for k, v in method_recipes(base, args.speedup, args.mix_fraction).items() if k in args.methods}
+    for k, v in recipes.items():  # every method at every budget is checked before the first run
+        for b in budgets:
+            Config.from_dict(at_budget(v, b), source=f"method {k} at budget {b}")
     out = common.out_dir(args)
     machine, when = common.machine_info(), common.now()
     command = common.command_line(NAME, argv)
@@ -284,142 +246,157 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         spec = {"kind": "synthetic", "name": "synthetic", **spec}
 
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="mixtrain-accuracy-"))
-    runs: dict[str, list[dict]] = {k: [] for k in configs}
-    merged_configs = _merge(args.merge, base, spec, runs)
-    same_as = _defaults_twin(all_recipes, merged_configs, runs) if "mixtrain" not in configs else None
-    todo = [(seed, k) for seed in seeds for k in configs]  # interleaved: drift hits all methods alike
+    runs: dict[str, list[dict]] = {k: [] for k in recipes}
+    merged = _merge(args.merge, base, spec, runs, {(k, b, seed) for k in recipes for b in budgets for seed in seeds})
+    # a merged file's budgets and seeds join this report's
+    all_budgets = sorted(set(budgets) | {r["budget"] for rs in runs.values() for r in rs})
+    all_seeds = sorted(set(seeds) | {r["seed"] for rs in runs.values() for r in rs})
+    # interleaved: the machine's drift hits every method alike; longest budgets first
+    todo = [(seed, b, k) for seed in seeds for b in sorted(budgets, reverse=True) for k in recipes]
+    start = time.perf_counter()
 
     def report(done: int):
-        """Write the JSON, table and plot of the runs so far (after every run: nothing is lost if
-        a long benchmark is stopped; the header says how many of the runs are in)."""
-        if same_as:  # b is the package defaults: the same configuration already ran under another name
-            runs["mixtrain"] = runs[same_as]
-        summary = {k: summarize_method(runs[k]) for k in METHODS if runs.get(k)}
+        """Write the JSON, tables and plot of the runs so far (after every run: nothing is lost
+        if a long benchmark is stopped; the header says how many runs are in)."""
+        summary = summarize(runs, all_budgets, args.val_sizes)
         verdict = goals(summary)
-        settings = {"quick": args.quick, "device": device, "seeds": seeds, "speedup": args.speedup,
-                    "epochs": base["train"]["epochs"], "torch_threads": torch_threads, "tolerance": TOLERANCE,
-                    "dataset": spec, "recipe": base,
-                    "configs": {**merged_configs, **{k: c.to_dict() for k, c in configs.items()}},
-                    "merged_from": list(args.merge), "mixtrain_is": same_as}
-        result = {"benchmark": NAME, "title": "Accuracy at an equal budget", "date": when, "command": command,
-                  "argv": argv, "process_command": " ".join(sys.argv), "machine": machine, "settings": settings,
-                  "data": str(data), "methods": {k: {"label": METHODS[k], "summary": summary[k], "runs": runs[k]}
-                                                 for k in summary},
-                  "goals": verdict, "total_time_s": time.perf_counter() - start,
-                  "runs_done": done, "runs_planned": len(todo)}
-
-        table = _table(summary, args.speedup)
-        goals_md = _goals_table(verdict)
+        flat = plateau(summary, all_budgets)
+        settings = {"quick": args.quick, "device": device, "seeds": all_seeds, "budgets": all_budgets,
+                    "speedup": args.speedup, "mix_fraction": args.mix_fraction, "epochs": base["train"]["epochs"],
+                    "val_sizes": args.val_sizes, "torch_threads": torch_threads, "dataset": spec, "recipe": base,
+                    "configs": {**merged, **{k: Config.from_dict(v).to_dict() for k, v in recipes.items()}},
+                    "merged_from": list(args.merge)}
+        result = {"benchmark": NAME, "title": "Accuracy against training time", "date": when,
+                  "command": command, "argv": argv, "process_command": " ".join(sys.argv), "machine": machine,
+                  "settings": settings, "data": str(data), "methods_run": sorted(k for k in runs if runs[k]),
+                  "methods": {k: {"label": METHODS[k], **summary[k], "runs": runs[k]} for k in summary},
+                  "goals": verdict, "baseline_gain_last_budget_to_E": flat,
+                  "total_time_s": time.perf_counter() - start, "runs_done": done, "runs_planned": len(todo)}
         t = base["train"]
-        what = (f"final val top-1 and training wall time (sum of epoch times, validation excluded), mean ± std "
-                f"over seeds {', '.join(map(str, seeds))}: {t['arch']} at {base['data']['image_size']} px, batch "
-                f"{base['data']['batch_size']}, E = {t['epochs']} epochs, S = {args.speedup:g}, on "
-                f"{_dataset_words(spec, data)} (full val set), device {device}, torch threads {torch_threads}")
-        headline = None
-        if "mixtrain" in summary and "baseline" in summary:
-            a, b = summary["baseline"], summary["mixtrain"]
-            top_b, top_a = b["val_top1"]["mean"], a["val_top1"]["mean"]
-            at = curve_at(summary, b["train_time_s"]["mean"])
-            vs_curve = "" if at is None else f", {top_b - at:+.2f} points vs training less for the same time"
-            headline = (f"MixTrain: {top_b:.2f}% top-1 vs baseline {top_a:.2f}% ({top_b - top_a:+.2f} points) "
-                        f"in {a['train_time_s']['mean'] / b['train_time_s']['mean']:.2f}x less training time"
-                        f"{vs_curve} (means of {len(seeds)} seeds)")
-        title = f"Accuracy at equal training time, {spec['name']}, {device.upper()}"
+        what = (f"final val top-1 (full val set) against training wall time (sum of epoch times, validation "
+                f"excluded), each method at budgets {', '.join(f'{b:g}' for b in all_budgets)} x E, seeds "
+                f"{', '.join(map(str, all_seeds))}: {t['arch']} at {base['data']['image_size']} px, batch "
+                f"{base['data']['batch_size']}, E = {t['epochs']} epochs, on {_dataset_words(spec, data)}, "
+                f"device {device}, torch threads {torch_threads}")
+        title = f"Accuracy against training time, {spec['name']}, {device.upper()}"
         partial = "" if done == len(todo) else f" (PARTIAL: {done} of {len(todo)} runs)"
-        md = common.header(title + (" (quick)" if args.quick else "") + (f" [{args.tag}]" if args.tag else "") + partial,
-                           what, machine, when, command, result=headline)
-        twin = (f"b (the package defaults) is the same configuration as {same_as}: one set of runs, shown "
-                f"on both rows.\n\n" if same_as else "")
-        merged = (f"Merged from earlier runs of this recipe: {', '.join(args.merge)}.\n\n" if args.merge else "")
-        md += table + "\n\n" + twin + merged + (goals_md + "\n\n" if goals_md else "") + _notes(args.speedup) + "\n"
+        md = common.header(title + (" (quick)" if args.quick else "") + (f" [{args.tag}]" if args.tag else "")
+                           + partial, what, machine, when, command, result=_headline(summary, verdict, flat))
+        md += "\n\n".join([_points_table(summary, args.val_sizes, args.speedup), _curves_table(summary),
+                           _goals_table(verdict)]) + "\n\n"
+        md += (f"Merged from earlier runs of this recipe: {', '.join(args.merge)}.\n\n" if args.merge else "")
+        md += _notes(args.speedup, args.mix_fraction) + "\n"
         stem = common.stem(f"accuracy_{_slug(spec['name'])}" + (f"_{_slug(args.tag)}" if args.tag else ""),
                            device, args.quick)
         paths = common.write_results(out, stem, result, md)
-        curve_plot(out / f"{stem}.png", summary, args.speedup,
+        curve_plot(out / f"{stem}.png", summary, args.val_sizes,
                    f"{spec['name']}: accuracy vs training time ({t['arch']}, {base['data']['image_size']} px, "
-                   f"E = {t['epochs']}, {len(seeds)} seeds, {device})")
-        return result, paths, stem, table, goals_md
+                   f"E = {t['epochs']}, {len(all_seeds)} seeds, {device})")
+        return paths, stem, md
 
-    start = time.perf_counter()
     try:
-        for i, (seed, key) in enumerate(todo):
-            cfg = Config.from_dict({**recipes[key], "train": {**recipes[key]["train"], "seed": seed}},
-                                   source=f"method {key}")
+        for i, (seed, budget, key) in enumerate(todo):
+            r = at_budget(recipes[key], budget)
+            cfg = Config.from_dict({**r, "train": {**r["train"], "seed": seed}}, source=f"method {key}")
             elapsed = time.perf_counter() - start
             eta = f", about {elapsed / i * (len(todo) - i) / 60:.0f} min left" if i else ""
-            print(f"\n== [{i + 1}/{len(todo)}] {_label(key, args.speedup)} "
+            print(f"\n== [{i + 1}/{len(todo)}] {_label(key, args.speedup)} at {budget:g}E "
                   f"(seed {seed}, {cfg.train.epochs} epochs){eta}", flush=True)
-            run_dir = runs_dir / f"{key}-s{seed}"
+            run_dir = runs_dir / f"{key}-b{budget:g}-s{seed}"
             shutil.rmtree(run_dir, ignore_errors=True)
             t0 = time.perf_counter()
             rows = train(cfg, data, run_dir, progress=not args.no_progress)
-            s = summarize(rows)
-            runs[key].append({"seed": seed, "val_top1": s["val_top1"], "val_top5": s["val_top5"],
+            s = summarize_rows(rows)
+            extra = {str(px): evaluate_run(run_dir, data, px)["val_top1"] for px in args.val_sizes}
+            runs[key].append({"seed": seed, "budget": budget, "epochs": s["epochs"], "val_top1": s["val_top1"],
+                              "val_top5": s["val_top5"], "val_top1_at": extra,
                               "train_time_s": s["wall_time_s"], "run_time_s": time.perf_counter() - t0,
-                              "steps": s["steps"], "samples": s["samples"], "epochs": s["epochs"],
-                              "metrics": rows})
+                              "steps": s["steps"], "samples": s["samples"], "metrics": rows})
             if i + 1 < len(todo):
                 report(i + 1)
     finally:
         if not args.runs_dir:
             shutil.rmtree(runs_dir, ignore_errors=True)
-
-    result, paths, stem, table, goals_md = report(len(todo))
+    paths, stem, md = report(len(todo))
     print(f"\nwrote {paths['json']}, {paths['md']}, {out / (stem + '.png')}")
-    print(f"\n{table}" + (f"\n\n{goals_md}" if goals_md else ""))
-    return result
+    print("\n" + md.split("\n\n", 2)[-1].split("Notes:")[0])
+    return json.loads(Path(paths["json"]).read_text())
 
 
-def _table(summary: dict, speedup: float) -> str:
-    a = summary.get("baseline")
+def _headline(summary: dict, verdict: list[dict], flat: float | None) -> str | None:
+    parts = []
+    if verdict:
+        g = verdict[0]
+        parts.append(f"{g['goal']}: {g['value']:+.2f} ({'met' if g['met'] else 'not met'})")
+    if len(verdict) > 1:
+        v = verdict[1]["value"]
+        parts.append(f"its time to the baseline's accuracy: {'never' if v is None else f'{v:.2f}x less'}")
+    if flat is not None:
+        parts.append(f"the baseline gains {flat:+.2f} points over its last budget step (plateau: < 1)")
+    return "; ".join(parts) or None
+
+
+def _points_table(summary: dict, val_sizes: list[int], speedup: float) -> str:
     rows = []
     for key, s in summary.items():
-        top, tt = s["val_top1"], s["train_time_s"]
-        d_top = f"{top['mean'] - a['val_top1']['mean']:+.2f}" if a else "-"
-        t_ratio = f"{a['train_time_s']['mean'] / tt['mean']:.2f}x" if a else "-"
-        at = None if key in CURVE else curve_at(summary, tt["mean"])
-        at_steps = None if key in CURVE else curve_at(summary, s["steps"]["mean"], "steps")
-        rows.append([_label(key, speedup), s["epochs"],
-                     f"{top['mean']:.2f} ± {top['std']:.2f}", f"{top['min']:.2f}-{top['max']:.2f}", d_top,
-                     "-" if at is None else f"{top['mean'] - at:+.2f}",
-                     "-" if at_steps is None else f"{top['mean'] - at_steps:+.2f}",
-                     f"{tt['mean']:.1f} ± {tt['std']:.1f}", t_ratio, f"{s['steps']['mean']:.0f}", top["n"]])
-    return common.markdown_table(
-        ["method", "epochs", "val top-1 (%)", "min-max", "Δ vs a", "vs curve (time)", "vs curve (steps)",
-         "train time (s)", "time saved vs a", "steps", "seeds"], rows)
+        for b, p in s["budgets"].items():
+            top, tt = p["val_top1"], p["train_time_s"]
+            at = [f"{p['val_top1_at'][str(v)]['mean']:.2f} ± {p['val_top1_at'][str(v)]['std']:.2f}"
+                  if str(v) in p["val_top1_at"] else "-" for v in val_sizes]
+            rows.append([_label(key, speedup), f"{float(b):g}", p["epochs"], f"{top['mean']:.2f} ± {top['std']:.2f}",
+                         *at, f"{tt['mean']:.1f} ± {tt['std']:.1f}", f"{p['steps']['mean']:.0f}", top["n"]])
+    return common.markdown_table(["method", "budget (x E)", "epochs", "val top-1 (%)",
+                                  *[f"top-1 at {v} px" for v in val_sizes], "train time (s)", "steps", "seeds"], rows)
 
 
-def curve_plot(path: Path, summary: dict, speedup: float, title: str) -> Path:
-    """Accuracy against training time: the train-less curve as a line through its points,
-    every other method as a point with std error bars (and min-max as a faint bar)."""
+def _curves_table(summary: dict) -> str:
+    def g(s, other):
+        x = s["gain_vs"].get(other)
+        return "-" if x is None else (f"{x['at_top']['mean']:+.2f} ± {x['at_top']['std']:.2f} "
+                                      f"(overlap {x['over_overlap']['mean']:+.2f})")
+
+    rows = []
+    for key, s in summary.items():
+        ttb = s.get("time_to_baseline", "n/a")
+        reach = "-" if ttb == "n/a" else "never" if ttb is None else f"{ttb['time_s']:.0f} s ({ttb['speedup']:.2f}x less)"
+        rows.append([key, g(s, "baseline"), g(s, "progressive"), g(s, "prune"), reach])
+    return common.markdown_table(["method", "vs baseline curve (points)", "vs progressive resizing",
+                                  "vs pruning", "time to the baseline's top-1 at E"], rows, "lllll")
+
+
+def _goals_table(verdict: list[dict]) -> str:
+    if not verdict:
+        return "Goals: no mixing configuration with a progressive-resizing curve to compare."
+    rows = [[g["goal"], "-" if g["value"] is None else f"{g['value']:+.2f}", "yes" if g["met"] else "no"]
+            for g in verdict]
+    return common.markdown_table(["goal (on the seeds' means)", "value", "met"], rows, "lrl")
+
+
+def curve_plot(path: Path, summary: dict, val_sizes: list[int], title: str) -> Path:
+    """Every method's curve (curves.plot); with --val-sizes a second panel of the same models
+    at the largest val size."""
+    from mixtrain_dali import curves
+
     plt = common._pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    curve = sorted((summary[k]["train_time_s"]["mean"], summary[k]["val_top1"]["mean"], k)
-                   for k in CURVE if k in summary)
-    if curve:
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], "-", color="0.45", lw=2, zorder=1,
-                label="baseline trained for E, 0.75E, 0.625E, 0.5E epochs")
-    for i, (key, s) in enumerate(summary.items()):
-        x, y = s["train_time_s"], s["val_top1"]
-        color = "0.3" if key in CURVE else f"C{i}"
-        ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o", capsize=4, color=color,
-                    label=None if key in CURVE else _label(key, speedup), zorder=3)
-        ax.plot([x["mean"]] * 2, [y["min"], y["max"]], color=color, alpha=0.3, lw=6, zorder=2)
-        tag = key.replace("less_", "") + ("%" if key.startswith("less_") else "")
-        ax.annotate(tag, (x["mean"], y["mean"]), xytext=(6, -12 if key in CURVE else 5),
-                    textcoords="offset points", fontsize=8, color=color)
-    ax.set(title=title, xlabel="training wall time (s), mean ± std over seeds",
-           ylabel="final val top-1 (%), mean ± std; bar = min-max")
-    ax.title.set_fontsize(10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    panels = [None] + ([str(max(val_sizes))] if val_sizes else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(8.5 * len(panels), 5.5), squeeze=False)
+    for ax, size in zip(axes[0], panels):
+        lines = {}
+        for key, s in summary.items():
+            pts = [{"time": p["train_time_s"], "top1": p["val_top1"] if size is None else p["val_top1_at"].get(size)}
+                   for p in s["budgets"].values()]
+            if all(p["top1"] for p in pts):
+                lines[key] = pts
+        curves.plot(ax, lines, bold=MIXING)
+        ax.set_title(title if size is None else f"the same models evaluated at {size} px (test resolution)",
+                     fontsize=10)
     return common._save(fig, path)
 
 
-def _merge(paths: list[str], base: dict, spec: dict, runs: dict) -> dict:
-    """Fold the runs of earlier result files into `runs`: methods not run now, each seed once
-    (a later file adds the seeds an earlier one lacks); returns their configs. Refuses a file
-    of another recipe or dataset: its points would not be comparable."""
+def _merge(paths: list[str], base: dict, spec: dict, runs: dict, run_here: set) -> dict:
+    """Fold the runs of earlier result files into `runs`: each (method, budget, seed) not run
+    here, once (so one run spoilt by other work on the machine can be run again alone);
+    returns their configs. Refuses a file of another recipe or dataset."""
     from mixtrain_dali.errors import UserError
 
     configs = {}
@@ -432,32 +409,15 @@ def _merge(paths: list[str], base: dict, spec: dict, runs: dict) -> dict:
         if o.get("recipe") != base or o.get("dataset", {}).get("name") != spec.get("name"):
             raise UserError(f"--merge {path!r} was run with another recipe or dataset than this run")
         for key, m in old.get("methods", {}).items():
-            if key not in METHODS or key not in o.get("configs", {}):
+            if key not in METHODS or "runs" not in m:
                 continue
-            if key in runs and not runs[key] and key not in configs:
-                continue  # run here: this run's results replace the file's
-            have = {r["seed"] for r in runs.get(key, [])}
-            runs.setdefault(key, []).extend(r for r in m["runs"] if r["seed"] not in have)  # other seeds join
-            configs[key] = o["configs"][key]
+            have = {(r["budget"], r["seed"]) for r in runs.get(key, [])}
+            new = [r for r in m["runs"]
+                   if (key, r["budget"], r["seed"]) not in run_here and (r["budget"], r["seed"]) not in have]
+            if new:
+                runs.setdefault(key, []).extend(new)
+                configs[key] = o["configs"][key]
     return configs
-
-
-def _defaults_twin(recipes: dict, merged_configs: dict, runs: dict) -> str | None:
-    """The method, run or merged, whose mixing is exactly the package defaults' (b), if any
-    (e.g. mix_v0 while the defaults are v0's): its runs stand for b too, not run twice."""
-    from mixtrain_dali.config import MixConfig
-
-    def effective(mix: dict) -> dict:
-        m = MixConfig(**mix)
-        d = {k: v for k, v in dataclasses.asdict(m).items() if k not in ("fraction", "target_speedup")}
-        return {**d, "f": m.mix_fraction()}
-
-    b = effective(recipes["mixtrain"]["mix"])
-    ran = {**{k: r["mix"] for k, r in recipes.items() if k in runs}, **{k: c["mix"] for k, c in merged_configs.items()}}
-    for key, mix in ran.items():
-        if key != "mixtrain" and mix.get("enabled") and effective(mix) == b:
-            return key
-    return None
 
 
 def _slug(text: str) -> str:
@@ -476,31 +436,22 @@ def _dataset_words(spec: dict, data: Path) -> str:
 
 
 def _label(key: str, speedup: float) -> str:
-    return METHODS[key].replace("xS", f"x{speedup:g}").replace("E/S", f"E/{speedup:g}")
+    return METHODS[key].replace("xS", f"x{speedup:g}")
 
 
-def _goals_table(verdict: list[dict]) -> str:
-    if not verdict:
-        return ""
-    rows = [[g["goal"], f"{g['difference']:+.2f}", "yes" if g["met"] else "no"] for g in verdict]
-    return common.markdown_table(["goal (on the means)", "difference (points)", "met"], rows, "lrl")
-
-
-def _notes(speedup: float) -> str:
+def _notes(speedup: float, mix_fraction: float) -> str:
     return "\n".join([
         "Notes:",
-        "- train time: the sum of the epochs' training-loop times (validation excluded); time saved vs a "
-        "= a's mean train time / this method's.",
-        f"- d, e and the flat ablations plan a {speedup:g}x smaller epoch after one warm-up epoch and "
-        "before the final 12.5% of epochs (unmixed); c trains fewer epochs with the same recipe (its "
-        "cosine schedule ends sooner); vs curve = top-1 minus the train-less curve's (linear between "
-        "its points) at the method's mean training time, '-' outside the curve's range; vs curve (steps): "
-        "the same at the method's number of optimizer steps (every step takes a batch of the same "
-        "input size, except under progressive resizing), a measure that noise from other work on the "
-        "machine cannot move.",
-        "- naive mixing: MixConfig(selection='random', gamma=0, self_correct=False, k=4), "
-        "TrainConfig(region_pooling=False); pruning: MixConfig(method='prune'), InfoBatch-style (random "
-        "part of the below-mean-loss samples skipped, kept ones' loss rescaled).",
+        "- train time: the sum of the epochs' training-loop times (validation excluded). A budget b trains "
+        "round(b x E) epochs with a schedule that ends there (warm-up, then cosine to zero).",
+        "- vs a curve: this method's top-1 minus the other's at equal time, per seed, linear between the "
+        "seed's budgets; 'at top' at the longer end of the two curves' overlap (near convergence), "
+        "'overlap' averaged over it; mean ± std over the seeds. Time to the baseline's top-1 at E: where "
+        "the method's mean curve first reaches it ('never' if it does not within its budgets).",
+        f"- pruning: MixConfig(method='prune', schedule='flat', target_speedup={speedup:g}, selection='loss'); "
+        f"prog_mix*: progressive resizing plus MixConfig(k=4, schedule='linear', fraction={mix_fraction:g}) "
+        "on each epoch's canvas, unmixed over the last 12.5% of the epochs; prog_mix_loss after one "
+        "warm-up epoch, with self-correction.",
     ])
 
 

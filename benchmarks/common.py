@@ -3,8 +3,8 @@ output files (JSON + a Markdown table under a results-first header + PNG) and pl
 
 Every script is `main(argv, prog) -> dict`: it builds, checks and times all its variants in
 one run, writes `<name>_<device>[_quick].{json,md,png}` under `--out-dir` and prints its
-table last. Run one as `mixtrain bench {loader,speedup,accuracy,plan,demo} ...` or
-`python benchmarks/<script>.py ...`.
+table last. Run one as `mixtrain bench {loader,speedup,accuracy,plan,demo,startup} ...` or
+`python benchmarks/<script>.py ...`; the one-off probes as `python benchmarks/probes/<script>.py`.
 """
 
 from __future__ import annotations
@@ -208,13 +208,10 @@ def median(xs) -> float:
 
 
 def spread(xs) -> dict:
-    """mean, sample std (0 for one value), min, max, n."""
-    xs = [float(x) for x in xs]
-    if not xs:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    mean = sum(xs) / len(xs)
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return {"mean": mean, "std": std, "min": min(xs), "max": max(xs), "n": len(xs)}
+    """mean, sample std (0 for one value), min, max, n (mixtrain_dali.curves.spread)."""
+    from mixtrain_dali.curves import spread as _spread
+
+    return _spread(xs)
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -54,16 +54,25 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     result = {"name": NAME, "command": command, "date": when, "machine": machine,
               "settings": {"quick": args.quick, "device": device, "epochs": args.epochs},
               "recipe": recipe, "summary": summary, "total_time_s": time.perf_counter() - start}
-    base, mix, less = summary["baseline"], summary["mixtrain"], summary["train_less"]
-    headline = (f"MixTrain {base['wall_time_s'] / mix['wall_time_s']:.2f}x faster "
-                f"({base['steps']} -> {mix['steps']} steps), val top-1 {base['val_top1']:.1f}% -> "
-                f"{mix['val_top1']:.1f}%; the baseline trained for MixTrain's time ({less['epochs']} "
-                f"epochs): {less['val_top1']:.1f}%")
-    md = common.header("Demo: baseline, MixTrain and training less, on the synthetic dataset",
+    base, cmp_ = summary["baseline"]["1E"], summary["compare"]
+
+    def reach(name):
+        t = cmp_[name]["time_to_baseline_s"]
+        return "never" if t is None else f"{base['wall_time_s'] / t:.2f}x less time"
+
+    def vs(name, other):
+        g = cmp_[name].get(other)
+        return "-" if g is None else f"{g['at_top']['mean']:+.2f}"
+
+    headline = (f"at equal training time MixTrain is {vs('mixtrain', 'baseline')} points against the baseline's "
+                f"curve and {vs('mixtrain', 'progressive')} against progressive resizing's; to the full "
+                f"baseline's {base['val_top1']:.1f}%: MixTrain {reach('mixtrain')}, progressive resizing "
+                f"{reach('progressive')}")
+    md = common.header("Demo: baseline, progressive resizing and MixTrain as curves, on the synthetic dataset",
                        f"`mixtrain demo`: {recipe['train']['arch']} at {recipe['data']['image_size']} px, "
                        f"{recipe['train']['epochs']} epochs, batch {recipe['data']['batch_size']}, "
                        f"MixTrain k={recipe['mix']['k']}, {_budget(recipe['mix'])}; "
-                       "wall time = the sum of the epochs' training-loop times",
+                       "each at E/2 and E epochs; time = the sum of the epochs' training-loop times",
                        machine, when, command, headline)
     md += table + "\n\nIdeal speedup of each MixTrain epoch's plan: " + ", ".join(
         f"{s:.2f}" for s in summary["ideal_speedup_per_epoch"]) + "\n"

@@ -96,6 +96,23 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     a.add_argument("--crop-pct", type=float, help="val: resize the shorter side to image_size / crop_pct, centre "
                                                   "crop (timm); " + _recipe("data", "crop_pct",
                                                                             "none: 256/224 (0.875)"))
+    r = p.add_argument_group("resolution and pruning (each one flag, as FFCV's users set resolution)")
+    r.add_argument("--min-image-size", type=int, metavar="PX",
+                   help="progressive resizing: the train crop starts at PX and grows to --image-size "
+                        "over --resize-ramp; " + _recipe("data", "min_image_size", "off"))
+    r.add_argument("--resize-ramp", type=float, nargs=2, metavar=("START", "END"),
+                   help="progressive resizing grows between these fractions of the epochs; "
+                        + _recipe("data", "resize_ramp", "0 0.75"))
+    r.add_argument("--val-size", type=int, metavar="PX",
+                   help="val centre crop, the test resolution (above the train crop: FixRes, timm's "
+                        "test_input_size); " + _recipe("data", "val_size", "the train crop"))
+    r.add_argument("--val-interval", type=int, metavar="N",
+                   help="validate every N epochs and after the last; 0 = the last only; "
+                        + _recipe("train", "val_interval"))
+    r.add_argument("--prune", type=float, metavar="S",
+                   help="InfoBatch-style pruning instead of mixing: a random part of the below-mean-loss "
+                        "samples skipped each epoch for an ideal epoch speedup S, the kept ones' loss "
+                        "rescaled; " + _recipe("mix", "method", "off"))
     g = p.add_argument_group("mixing (MixTrain)")
     g.add_argument("--mix-k", type=int, help="constituents per composite, 2..4 (turns mixing on); 1 = off; "
                                              + _recipe("mix", "k", "off"))
@@ -118,21 +135,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         "epoch; resize: each epoch at progressive resizing's cost, the mixed share "
                         "decaying to 0; " + _recipe("mix", "schedule", "resize (linear where "
                                                     "--mix-fraction or --mix-speedup is given)"))
-    g.add_argument("--mix-tile-scale", type=float,
-                   help="a tile's source window area x share^this (1: objects keep their size; 0: squashed); "
-                        + _recipe("mix", "tile_scale"))
-    g.add_argument("--mix-loss-norm", choices=["constituent", "composite"],
-                   help="batch loss averaged over constituents, or summed per composite; "
-                        + _recipe("mix", "loss_norm"))
     g.add_argument("--mix-keep-steps", action=argparse.BooleanOptionalAction, default=None,
                    help="mixing epochs keep the unmixed step count (fewer composites per step); "
                         + _recipe("mix", "keep_steps", "on"))
     g.add_argument("--mix-isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="run each constituent through the network apart (tiles cut out of the "
                         "composite; region-pooling CNNs); " + _recipe("mix", "isolate", "on"))
-    g.add_argument("--mix-ladder", action=argparse.BooleanOptionalAction, default=None,
-                   help="resize schedule: tiles of the two sizes (k' = 1, 2, k) that bracket "
-                        "progressive resizing's, not only k's; " + _recipe("mix", "ladder", "off"))
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -141,10 +149,16 @@ def _config_from_args(args):
 
     mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
            "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup,
-           "schedule": args.mix_schedule, "tile_scale": args.mix_tile_scale, "loss_norm": args.mix_loss_norm,
-           "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps, "ladder": args.mix_ladder}
+           "schedule": args.mix_schedule, "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
+    if args.prune is not None:
+        if args.mix_k is not None and args.mix_k > 1:
+            raise UserError(f"--prune {args.prune:g} and --mix-k {args.mix_k} are alternatives: pruning "
+                            "skips samples, mixing tiles them; give one of them")
+        if args.mix_speedup is not None:
+            raise UserError("--prune S sets the speedup itself: drop --mix-speedup")
+        mix.update(enabled=True, method="prune", target_speedup=args.prune)
     jitter = args.color_jitter
     if jitter is not None and len(jitter) not in (1, 4):
         raise UserError(f"--color-jitter takes 1 value (brightness = contrast = saturation) or 4 "
@@ -156,13 +170,16 @@ def _config_from_args(args):
                  "threads": args.threads, "auto_augment": args.auto_augment, "rand_n": args.rand_n,
                  "rand_m": args.rand_m, "color_jitter": jitter, "erase_prob": args.erase_prob,
                  "mixup_alpha": args.mixup, "cutmix_alpha": args.cutmix, "mixup_prob": args.mixup_prob,
-                 "mixup_switch_prob": args.mixup_switch_prob, "crop_pct": args.crop_pct},
-        "train": {"arch": args.arch, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "out": args.out},
+                 "mixup_switch_prob": args.mixup_switch_prob, "crop_pct": args.crop_pct,
+                 "min_image_size": args.min_image_size, "val_size": args.val_size,
+                 "resize_ramp": args.resize_ramp},
+        "train": {"arch": args.arch, "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "out": args.out,
+                  "val_interval": args.val_interval},
         "mix": mix,
     }
     config = load_config(args.config, overrides)
     given = [f"--mix-{k.replace('_', '-')}" for k in ("fraction", "speedup", "selection", "gamma", "warmup",
-                                                       "schedule", "tile_scale", "loss_norm", "isolate", "keep_steps", "ladder")
+                                                       "schedule", "isolate", "keep_steps")
              if getattr(args, f"mix_{k}") is not None]
     if given and not config.mix.enabled:
         print(f"mixtrain: warning: {', '.join(given)} has no effect: mixing is off "

@@ -34,7 +34,8 @@ AUTO_AUGMENT = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 def check_augment(policy, rand_n, rand_m, magnitude_bins, color_jitter, erase_prob, erase_scale,
                   erase_ratio) -> None:
-    """The checks of the per-image augmentations (DataConfig, augment.Augment)."""
+    """The checks of the per-image augmentations (DataConfig, augment.Augment; augment.py
+    imports this module, never the other way round)."""
     _check(policy in AUTO_AUGMENT, f"auto_augment={policy!r}; valid: {', '.join(AUTO_AUGMENT)}")
     _check(magnitude_bins >= 2, f"magnitude_bins={magnitude_bins} must be >= 2")
     _check(rand_n >= 1, f"rand_n={rand_n} must be >= 1 (operations per image)")
@@ -53,7 +54,11 @@ def check_augment(policy, rand_n, rand_m, magnitude_bins, color_jitter, erase_pr
 @dataclass
 class DataConfig:
     image_size: int = 224            # train crop and canvas side
-    val_resize: int | None = None    # val shorter side; None = image_size * 256 / 224
+    val_size: int | None = None      # val centre crop (the test resolution); None = image_size.
+                                     # Above the train crop it undoes the objects' apparent
+                                     # shrinking under random-resized crops (FixRes; timm's
+                                     # test_input_size)
+    val_resize: int | None = None    # val shorter side; None = val_size * 256 / 224
     batch_size: int = 256            # composites per step (per rank)
     drop_last: bool = False
     scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area
@@ -63,6 +68,8 @@ class DataConfig:
     device: str = "auto"             # auto | cpu | gpu (DALI decode and augment)
     threads: int = 0                 # DALI CPU threads; 0 = min(cores, 8)
     prefetch: int = 2                # DALI prefetch queue depth
+    read: str = "graph"              # train files: graph (fn.io.file.read in the DALI graph) | ahead
+                                     # (read prefetch + 1 batches ahead on host threads; readahead.py)
     min_image_size: int | None = None  # progressive resizing (FFCV-style): train crop starts here ...
     resize_ramp: list[float] = field(default_factory=lambda: [0.0, 0.75])  # ... and grows to image_size
                                      # linearly between these fractions of the epochs
@@ -87,10 +94,14 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 16, f"image_size={self.image_size} is too small; use >= 16")
+        if self.val_size is None:
+            self.val_size = self.image_size
+        _check(self.val_size >= 16, f"val_size={self.val_size} is too small; use >= 16")
         _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
         _check(self.device in ("auto", "cpu", "gpu"), f"device={self.device!r}; valid: auto, cpu, gpu")
         _check(self.threads >= 0, f"threads={self.threads} must be >= 0 (0 = automatic)")
         _check(self.prefetch >= 1, f"prefetch={self.prefetch} must be >= 1")
+        _check(self.read in ("graph", "ahead"), f"read={self.read!r}; valid: graph, ahead")
         _check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1,
                f"scale={self.scale} must be [lo, hi] with 0 < lo <= hi <= 1")
         _check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1],
@@ -105,13 +116,16 @@ class DataConfig:
                f"resize_ramp={self.resize_ramp} must be [start, end] with 0 <= start <= end <= 1")
         if self.crop_pct is not None:
             _check(0 < self.crop_pct <= 1, f"crop_pct={self.crop_pct} is outside (0, 1]")
-            from_pct = math.floor(self.image_size / self.crop_pct)  # timm's scale_size
+            from_pct = math.floor(self.val_size / self.crop_pct)  # timm's scale_size
             _check(self.val_resize is None or self.val_resize == from_pct,
-                   f"val_resize={self.val_resize} and crop_pct={self.crop_pct} disagree (image_size "
-                   f"{self.image_size} / crop_pct = {from_pct}): give one of them")
+                   f"val_resize={self.val_resize} and crop_pct={self.crop_pct} disagree (val_size "
+                   f"{self.val_size} / crop_pct = {from_pct}): give one of them")
             self.val_resize = from_pct
         if self.val_resize is None:
-            self.val_resize = int(round(self.image_size * 256 / 224))
+            self.val_resize = int(round(self.val_size * 256 / 224))
+        _check(self.val_resize >= self.val_size,
+               f"val_resize={self.val_resize} is below val_size={self.val_size}: the centre crop must fit "
+               f"in the resized image; use val_resize >= {self.val_size}")
         check_augment(self.auto_augment, self.rand_n, self.rand_m, self.magnitude_bins, self.color_jitter,
                       self.erase_prob, self.erase_scale, self.erase_ratio)
         for name in ("mixup_alpha", "cutmix_alpha"):
@@ -123,18 +137,6 @@ class DataConfig:
     def mixes_labels(self) -> bool:
         """Whether the training loop applies mixup or cutmix (mixup.Mixup)."""
         return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mixup_prob > 0
-
-    def augment(self, hook=None):
-        """The per-image augmentations as the graph takes them (augment.Augment), or None
-        when there are none (the graph is then the plain one)."""
-        from .augment import Augment
-
-        if (hook is None and self.auto_augment == "none" and not any(self.color_jitter)
-                and self.erase_prob == 0):
-            return None
-        return Augment(self.auto_augment, self.rand_n, self.rand_m, self.magnitude_bins,
-                       tuple(self.color_jitter), self.erase_prob, tuple(self.erase_scale),
-                       tuple(self.erase_ratio), self.erase_value, hook)
 
     def describe_augment(self) -> str:
         """The augmentations in words for the start-up summary; "" when there are none."""
@@ -205,11 +207,6 @@ class MixConfig:
     ramp: list[float] = field(default_factory=lambda: [0.0, 0.75])  # resize: the equivalent side
                                      # grows from the tile's to the canvas's between these
                                      # fractions of the epochs (DataConfig.resize_ramp's rule)
-    tile_aspect: bool = False        # a tile's source window takes the tile's aspect ratio
-    tile_scale: float = 0.0          # ... and an area * share ** tile_scale (1: objects keep their
-                                     # pixel size; 0: the whole crop shrunk into the tile)
-    loss_norm: str = "constituent"   # constituent: batch loss = mean over constituents;
-                                     # composite: sum over constituents / composites
     keep_steps: bool = True          # mixing epochs keep the unmixed step count: fewer composites
                                      # per step, about batch_size samples each (as progressive
                                      # resizing keeps its steps; best on CIFAR-10 and Imagenette,
@@ -219,16 +216,9 @@ class MixConfig:
                                      # a neighbour (best at equal steps on CIFAR-10 and Imagenette,
                                      # see the README); region-pooling CNNs only, others share
                                      # the network (said at start-up); one pass per tile size
-    ladder: bool = False             # resize schedule: each epoch's tiles take the two tile sizes
-                                     # (1/k' of the canvas, k' in 1, 2, k) that bracket progressive
-                                     # resizing's, not only k's and the full canvas (round 17)
-    lr_scale: float = 1.0            # a mixing epoch's lr x (1 + (lr_scale - 1) * its mixed share of
-                                     # the samples): 1 = the schedule's lr (measured best, see the README)
 
     def __post_init__(self) -> None:
         _check(1 <= self.k <= 4, f"mix k={self.k} is outside 1..4")
-        _check(isinstance(self.lr_scale, (int, float)) and not isinstance(self.lr_scale, bool)
-               and 0 < self.lr_scale <= 10, f"mix lr_scale={self.lr_scale!r} must be a number in (0, 10]")
         _check(self.method in ("mix", "prune"), f"method={self.method!r}; valid: mix, prune")
         if self.schedule is None:
             budget = self.fraction is not None or self.target_speedup is not None
@@ -265,12 +255,6 @@ class MixConfig:
             _check(self.fraction is None and self.target_speedup is None,
                    f"schedule='resize' sets every epoch's fraction from the ramp: drop mix fraction="
                    f"{self.fraction} / target_speedup={self.target_speedup}, or use schedule='linear'")
-        _check(not self.ladder or self.schedule == "resize",
-               f"mix ladder brackets progressive resizing's cost per epoch: it needs schedule='resize', "
-               f"not {self.schedule!r}")
-        _check(0.0 <= self.tile_scale <= 1.0, f"tile_scale={self.tile_scale} is outside [0, 1]")
-        _check(self.loss_norm in ("constituent", "composite"),
-               f"loss_norm={self.loss_norm!r}; valid: constituent, composite")
         _check(self.eps > 0, f"eps={self.eps} must be > 0")
         _check(self.k == 1 or 0 < self.share_min <= 1 / self.k <= self.share_max <= 1,
                f"share_min={self.share_min}, share_max={self.share_max} must satisfy "
@@ -330,6 +314,7 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/run"
     region_pooling: bool = True      # False: one area-weighted soft label per composite (naive mixing)
+    val_interval: int = 1            # validate every N epochs, and after the last; 0 = the last only
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
@@ -340,6 +325,7 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         _check(self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs} must be >= 0")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing={self.label_smoothing} is outside [0, 1)")
+        _check(self.val_interval >= 0, f"val_interval={self.val_interval} must be >= 0 (0 = the last epoch only)")
 
 
 @dataclass
@@ -349,6 +335,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        _check(not (self.data.min_image_size is not None and self.mix.pastes and self.mix.schedule == "resize"),
+               f"min_image_size={self.data.min_image_size} (progressive resizing) with mix schedule 'resize': "
+               "that schedule is itself matched to progressive resizing's cost; on top of progressive "
+               "resizing, mixing needs a budget of its own: give mix fraction (e.g. 0.5, decaying "
+               "linearly) or target_speedup, or drop min_image_size")
         _check(not (self.data.mixes_labels and self.mix.pastes),
                f"mixup_alpha={self.data.mixup_alpha} / cutmix_alpha={self.data.cutmix_alpha} cannot be "
                f"combined with MixTrain mixing (k={self.mix.k}): a composite's constituents each have "

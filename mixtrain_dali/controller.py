@@ -30,7 +30,7 @@ import numpy as np
 from .config import MixConfig, ideal_speedup, ramp_size
 from .errors import UserError
 from .layout import layout_batch
-from .plan import EpochPlan, pad_columns, single_plan
+from .plan import EpochPlan, single_plan
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,32 @@ _SALT_PLAN = 0x4D4958  # separates the plan's stream from any other use of (seed
 
 
 class MixController:
-    """Plans every epoch. `epochs` is the run's length (for the final unmixed epochs)."""
+    """Plans every epoch. `epochs` is the run's length (for the final unmixed epochs).
+
+    `side_at(epoch)`: the canvas side of `epoch` under progressive resizing (the loader's
+    DataConfig.image_size_at), so that mixing on top of it tiles that epoch's canvas; None:
+    `canvas` every epoch."""
 
     def __init__(self, config: MixConfig, num_samples: int, canvas: tuple[int, int],
-                 seed: int = 0, epochs: int | None = None):
+                 seed: int = 0, epochs: int | None = None, side_at=None):
         self.config = config
         self.num_samples = int(num_samples)
         self.canvas = (int(canvas[0]), int(canvas[1]))
+        self.side_at = side_at
         self.seed = int(seed)
         self.epochs = epochs
         if config.pastes and config.schedule == "resize" and epochs is None:
             raise UserError("mix schedule='resize' follows the run's length: give epochs= (e.g. "
                             "TrainLoader(..., epochs=E)), or use schedule='linear' or 'flat'")
         self._warned_budget = False  # the shortfall below is said once a run, not every epoch
+
+    def canvas_at(self, epoch: int) -> tuple[int, int]:
+        """The canvas (h, w) that `epoch`'s composites tile: `canvas`, or a square of
+        progressive resizing's side that epoch."""
+        if self.side_at is None:
+            return self.canvas
+        side = int(self.side_at(epoch))
+        return side, side
 
     @property
     def _resizes(self) -> bool:
@@ -81,8 +94,6 @@ class MixController:
         the one whose mean over the M epochs meets the target speedup."""
         c = self.config
         f = c.mix_fraction()
-        if self._resizes and c.ladder:
-            return sum(share for k, share in self.ladder_at(epoch) if k > 1)
         if self._resizes:
             return self._resize_fraction(epoch)
         if c.schedule != "linear" or self.epochs is None:
@@ -112,35 +123,12 @@ class MixController:
         s = ramp_size(epoch, self.epochs, min(tile, side), side, c.ramp)
         return (s / side) ** 2
 
-    def ladder_at(self, epoch: int) -> list[tuple[int, float]]:
-        """schedule="resize" with `ladder`: [(k', share of the samples)] for the epoch. A tile
-        of a k'-composite has 1/k' of the canvas's pixels; of the rungs k' in (1, 2, k), the
-        two whose tile cost brackets progressive resizing's cost c = (s / S)^2 share the
-        samples so that sum share / k' = c (below 1/k: all at k). Tiles stay as near to
-        progressive resizing's one size as the rungs allow: where accuracy is concave in
-        resolution, a spread of tile sizes teaches less than one middle size (the Jensen gap;
-        see benchmarks/results/research/README.md)."""
-        k = self.config.k
-        cost = self._resize_cost(epoch)
-        if cost >= 1.0:
-            return [(1, 1.0)]
-        if cost <= 1.0 / k:
-            return [(k, 1.0)]
-        rungs = sorted({1, 2, k})
-        for lo, hi in zip(rungs, rungs[1:]):  # tile costs 1/lo >= cost >= 1/hi
-            if 1.0 / hi <= cost <= 1.0 / lo:
-                share_hi = (1.0 / lo - cost) / (1.0 / lo - 1.0 / hi)
-                return [(hi, share_hi), (lo, 1.0 - share_hi)]
-        raise AssertionError(f"cost {cost} outside the rungs {rungs}")  # unreachable: 1/k < cost < 1
-
     def target_speedup_at(self, epoch: int) -> float:
         """The ideal speedup a mixing epoch's budget aims at: 1 / (1 - f + f / k) for mixing,
         1 / (1 - f) for pruning, f = fraction_at(epoch)."""
         f = self.fraction_at(epoch)
         if self.config.method == "prune":
             return 1.0 / (1.0 - f) if f < 1 else float("inf")  # f = 1 prunes every candidate
-        if self._resizes and self.config.ladder:
-            return 1.0 / sum(share / k for k, share in self.ladder_at(epoch))
         return ideal_speedup(self.config.k, f)
 
     def describe(self) -> str:
@@ -151,8 +139,7 @@ class MixController:
         linear = c.schedule == "linear" and self.epochs is not None
         if self._resizes:
             budget = (f"each epoch at progressive resizing's cost (fraction {self.fraction_at(0):.2f} at "
-                      f"first, none from {c.ramp[1]:.0%} of the run"
-                      + (", tiles of 1/k' of the canvas bracketing its size, k' in 1, 2, k)" if c.ladder else ")"))
+                      f"first, none from {c.ramp[1]:.0%} of the run)")
         elif c.fraction is not None or (c.target_speedup is None and linear and c.method == "mix"):
             budget = f"fraction {c.mix_fraction():g} " + ("in the first mixing epoch, decaying linearly"
                                                           if linear else "every mixing epoch")
@@ -180,6 +167,7 @@ class MixController:
         exclude: (N,) bool, samples left out entirely (e.g. unreadable files).
         """
         n, c = self.num_samples, self.config
+        canvas = self.canvas_at(epoch)
         rng = np.random.default_rng([self.seed, epoch, _SALT_PLAN])
         losses = np.full(n, np.nan, np.float32) if losses is None else np.asarray(losses, np.float32)
         mixed_last = np.zeros(n, bool) if mixed_last is None else np.asarray(mixed_last, bool)
@@ -193,7 +181,7 @@ class MixController:
         needs_loss = c.selection == "loss" or c.method == "prune"
         if not self.is_mixing_epoch(epoch) or not (seen.any() if needs_loss else keep.any()):
             order = rng.permutation(np.flatnonzero(keep))
-            plan = single_plan(epoch, order, self.canvas, rng.random(len(order)) < 0.5)
+            plan = single_plan(epoch, order, canvas, rng.random(len(order)) < 0.5)
             plan.stats = self._finish_stats(stats, plan)
             return plan
 
@@ -213,37 +201,21 @@ class MixController:
             stats["self_corrected"] = int(corrected.sum())
         cand_idx = np.flatnonzero(candidates)
         if c.method == "prune":
-            return self._prune_plan(epoch, rng, keep, cand_idx, f, threshold, stats)
+            return self._prune_plan(epoch, rng, keep, cand_idx, f, threshold, stats, canvas)
         n_keep = int(keep.sum())
-        # (k', samples) per rung: whole groups, as many as the candidates allow
-        rungs = self.ladder_at(epoch) if c.ladder and self._resizes else [(k, f)]
-        rungs = [(kr, int(round(share * n_keep)) // kr * kr) for kr, share in rungs if kr > 1]
-        budget, counts, left = 0, [], len(cand_idx)
-        for kr, want in rungs:
-            budget += want
-            counts.append(min(want, left // kr * kr))
-            left -= counts[-1]
-        n_mix = sum(counts)
+        budget = int(round(f * n_keep)) // k * k  # whole groups, as many as the candidates allow
+        n_mix = min(budget, len(cand_idx) // k * k)
         if c.selection == "lowest":  # ties (equal losses) broken at random
             by_loss = cand_idx[np.lexsort((rng.random(len(cand_idx)), losses[cand_idx]))]
             chosen = rng.permutation(by_loss[:n_mix])
         else:
             chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
 
-        min_side = max(1, int(round(c.min_side_frac * min(self.canvas))))
-        blocks, at = [], 0
-        for (kr, _), count in zip(rungs, counts):
-            g = chosen[at:at + count].reshape(-1, kr)
-            at += count
-            sh = self.area_shares(losses[g])
-            bx = layout_batch(sh, self.canvas[0], self.canvas[1], min_side) if len(g) else \
-                np.zeros((0, kr, 4), np.int32)
-            blocks.append((pad_columns(g, k, -1), pad_columns(sh, k, 0), pad_columns(bx, k, 0)))
-        if blocks:
-            groups, shares, boxes = (np.concatenate(parts) for parts in zip(*blocks))
-        else:
-            groups, shares, boxes = (np.full((0, k), -1, np.int64), np.zeros((0, k), np.float32),
-                                     np.zeros((0, k, 4), np.int32))
+        min_side = max(1, int(round(c.min_side_frac * min(canvas))))
+        groups = chosen.reshape(-1, k)
+        shares = self.area_shares(losses[groups])
+        boxes = layout_batch(shares, canvas[0], canvas[1], min_side) if len(groups) else \
+            np.zeros((0, k, 4), np.int32)
 
         mixed = np.zeros(n, bool)
         mixed[chosen] = True
@@ -256,13 +228,13 @@ class MixController:
         all_boxes[:len(groups)] = boxes
         all_shares[:len(groups)] = shares
         members[len(groups):, 0] = singles
-        all_boxes[len(groups):, 0] = (0, 0, self.canvas[0], self.canvas[1])
+        all_boxes[len(groups):, 0] = (0, 0, canvas[0], canvas[1])
         all_shares[len(groups):, 0] = 1.0
 
         order = rng.permutation(n_comp)
         members = np.take(members, order, axis=0)  # np.take: several times faster than fancy indexing here
         flips = rng.integers(0, 2, size=(n_comp, k), dtype=np.uint8) * (members >= 0)
-        plan = EpochPlan(epoch, self.canvas, members, np.take(all_boxes, order, axis=0),
+        plan = EpochPlan(epoch, canvas, members, np.take(all_boxes, order, axis=0),
                          np.take(all_shares, order, axis=0), flips.astype(np.uint8))
         target = self.target_speedup_at(epoch)
         stats.update(mixing_epoch=True, threshold=threshold if seen.any() else None,
@@ -278,7 +250,7 @@ class MixController:
                         n_keep, budget, stats["ideal_speedup"], target)
         return plan
 
-    def _prune_plan(self, epoch, rng, keep, cand_idx, f, threshold, stats) -> EpochPlan:
+    def _prune_plan(self, epoch, rng, keep, cand_idx, f, threshold, stats, canvas) -> EpochPlan:
         """InfoBatch-style baseline: skip a random part of the below-threshold samples this
         epoch and scale the kept candidates' loss by 1 / (1 - pruned share of candidates),
         so the expected gradient is unchanged."""
@@ -288,7 +260,7 @@ class MixController:
         kept = keep.copy()
         kept[pruned] = False
         order = rng.permutation(np.flatnonzero(kept))
-        plan = single_plan(epoch, order, self.canvas, rng.random(len(order)) < 0.5)
+        plan = single_plan(epoch, order, canvas, rng.random(len(order)) < 0.5)
         rescale = 1.0 / (1.0 - n_prune / len(cand_idx)) if len(cand_idx) > n_prune else 1.0
         is_candidate = np.zeros(len(keep), bool)
         is_candidate[cand_idx] = True

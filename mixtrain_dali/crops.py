@@ -1,16 +1,12 @@
 """Crop planning: which window of each source image a slot decodes (host side, per batch).
 
 Every slot (a constituent image) is decoded from a random window of its file, drawn here on
-the host rather than by DALI's random-resized-crop operator, because a mixed tile's window
-depends on its tile:
-
-- an unmixed slot (its tile is the whole canvas) gets torchvision's RandomResizedCrop
-  window: area a ~ U(scale) of the image, aspect ratio r ~ logU(ratio), uniform position;
-- a mixed slot with `tile_aspect` gets the tile's own aspect ratio (w / h), so the content
-  is not squashed into a strip, and with `tile_scale` = p an area a * share ** p, where
-  share is the tile's part of the canvas: p = 1 keeps objects at the pixel size an unmixed
-  view shows them (a quarter tile shows a quarter of the crop, at full resolution), p = 0
-  shows the whole crop shrunk into the tile.
+the host rather than by DALI's random-resized-crop operator, so that a resumed or recovered
+epoch decodes the same windows and the graph draws nothing: torchvision's RandomResizedCrop
+window, area a ~ U(scale) of the image, aspect ratio r ~ logU(ratio), uniform position. A
+mixed tile gets the same kind of window as an unmixed slot, the whole crop shrunk into the
+tile (tile-shaped windows, and windows at the tile's scale, measured no gain: research log,
+rounds 3 and 18).
 
 By default (`tries=1`) a window that does not fit the image keeps its aspect ratio and
 shrinks until it fits (not torchvision's ten rejection draws). Windows are relative (fractions of the image's height
@@ -39,20 +35,14 @@ class CropPlanner:
     `tries=1` draws; the position is shared); the graph takes the first that fits the image,
     torchvision's RandomResizedCrop rule, and shrinks the first to fit when none does."""
 
-    def __init__(self, scale, ratio, canvas: tuple[int, int], seed: int = 0,
-                 tile_aspect: bool = True, tile_scale: float = 1.0, tries: int = 1):
+    def __init__(self, scale, ratio, seed: int = 0, tries: int = 1):
         self.scale = (float(scale[0]), float(scale[1]))
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-        self.canvas = (int(canvas[0]), int(canvas[1]))
         self.seed = int(seed)
-        self.tile_aspect = bool(tile_aspect)
-        self.tile_scale = float(tile_scale)
         self.tries = int(tries)
 
-    def draw(self, epoch: int, batch: int, tile_hw: np.ndarray) -> np.ndarray:
-        """Windows for slots whose tiles are `tile_hw` (n, 2) pixels, in batch `batch` of `epoch`."""
-        tile_hw = np.asarray(tile_hw, np.float64).reshape(-1, 2)
-        n = len(tile_hw)
+    def draw(self, epoch: int, batch: int, n: int) -> np.ndarray:
+        """Windows for the `n` slots of batch `batch` of `epoch`."""
         rng = np.random.default_rng([self.seed, epoch, batch, _SALT_CROP])
         u = rng.random((n, 4))  # the first candidate: the same draws whatever `tries` is
         more = rng.random((n, self.tries - 1, 2))  # the other candidates' (none with one try)
@@ -60,12 +50,6 @@ class CropPlanner:
         u_ratio = np.concatenate([u[:, None, 1], more[..., 1]], axis=1)
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u_area
         ratio = np.exp(self.log_ratio[0] + (self.log_ratio[1] - self.log_ratio[0]) * u_ratio)
-        share = (tile_hw[:, 0] * tile_hw[:, 1] / (self.canvas[0] * self.canvas[1]))[:, None]
-        tiled = share < 1.0
-        if self.tile_aspect:
-            ratio = np.where(tiled, (tile_hw[:, 1] / np.maximum(tile_hw[:, 0], 1))[:, None], ratio)
-        if self.tile_scale:
-            area = np.where(tiled, area * share ** self.tile_scale, area)
         t = area.shape[1]
         out = np.stack([area, ratio, np.repeat(u[:, None, 2], t, 1), np.repeat(u[:, None, 3], t, 1)], axis=2)
         return (out[:, 0] if self.tries == 1 else out).astype(np.float32)

@@ -1,12 +1,12 @@
-"""`mixtrain demo`: baseline, MixTrain and "just train less", side by side.
+"""`mixtrain demo`: baseline, progressive resizing and MixTrain as accuracy-against-time curves.
 
 Same model, same seed, on the embedded synthetic dataset or any ImageFolder (`--data DIR`
-with train/ and val/). The baseline trains E epochs; MixTrain the same E epochs with the
-`[mix]` section on; "train less" trains the baseline recipe for as many epochs as fit in
-MixTrain's measured training time (round(E x MixTrain's time / the baseline's)), so the
-table and the accuracy-vs-time plot answer the question a user asks: is mixing better
-than simply training less? The settings are `pipelines/demo.toml` (kept equal to
-DEMO_RECIPE by a test).
+with train/ and val/). Each method trains at two budgets, E/2 and E epochs (each with a
+schedule that ends there), so each draws a curve of final val top-1 against measured
+training time; the baseline's curve is "just train less". The table and the plot answer
+the question a user asks: at equal training time, which method is more accurate, and how
+soon does each reach the full baseline's accuracy? The settings are `pipelines/demo.toml`
+(kept equal to DEMO_RECIPE by a test).
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .config import Config
 from .errors import UserError
-from .report import comparison_table, plot_runs, summarize
+from . import curves
+from .report import pyplot, save_figure, summarize
 from .synthetic import ensure_synthetic
 from .train import train
 
@@ -34,8 +37,14 @@ DEMO_RECIPE = {
 }
 
 
+METHODS = ("baseline", "progressive", "mixtrain")
+BUDGETS = (0.5, 1.0)
+
+
 def demo_configs(epochs: int | None = None, quick: bool = False,
                  image_size: int | None = None, device: str | None = None) -> dict[str, Config]:
+    """The demo's methods at the full budget E: the recipe without mixing, with progressive
+    resizing (E/2 px growing to full by 0.75 of the run) instead, and with its mixing."""
     recipe = json.loads(json.dumps(DEMO_RECIPE))
     if quick:
         recipe["train"]["epochs"] = 3
@@ -46,10 +55,19 @@ def demo_configs(epochs: int | None = None, quick: bool = False,
         recipe["data"]["image_size"] = image_size
     if device is not None:
         recipe["data"]["device"] = device
-    mixtrain = Config.from_dict(recipe, source="demo recipe")
-    base_recipe = {**recipe, "mix": {**recipe["mix"], "enabled": False}}
-    baseline = Config.from_dict(base_recipe, source="demo recipe")
-    return {"baseline": baseline, "mixtrain": mixtrain}
+    plain = {**recipe, "mix": {**recipe["mix"], "enabled": False}}
+    size = recipe["data"]["image_size"]
+    progressive = {**plain, "data": {**plain["data"], "min_image_size": max(16, size // 2)}}
+    return {"baseline": Config.from_dict(plain, source="demo recipe"),
+            "progressive": Config.from_dict(progressive, source="demo recipe"),
+            "mixtrain": Config.from_dict(recipe, source="demo recipe")}
+
+
+def at_budget(config: Config, budget: float) -> Config:
+    """`config` trained for round(budget x E) epochs, at least 1 (its schedule ends there)."""
+    d = config.to_dict()
+    d["train"]["epochs"] = max(1, round(config.train.epochs * budget))
+    return Config.from_dict(d)
 
 
 SYNTHETIC_CACHE = "data/synthetic"
@@ -68,41 +86,73 @@ def run_demo(data: str | None = None, out: str = "runs/demo", epochs: int | None
                             "and DATA/val/<class>/<image>")
         where = Path(data).name
     out_dir = Path(out)
-    runs = {}
     start = time.perf_counter()
     configs = demo_configs(epochs, quick, image_size, device)
-    for name, config in configs.items():
-        runs[name] = _run(name, config, data, out_dir, progress)
-        if name == "mixtrain":  # train less: the baseline's recipe in MixTrain's measured time
-            t_base, t_mix = (summarize(runs[k])["wall_time_s"] for k in ("baseline", "mixtrain"))
-            epochs = less_epochs(config.train.epochs, t_base, t_mix)
-            if epochs == config.train.epochs:  # MixTrain saved no time: training less is the baseline
-                print(f"\n== train_less: MixTrain took {t_mix:.1f}s, the baseline {t_base:.1f}s: no "
-                      "shorter run fits, so it is the baseline's run", flush=True)
-                runs["train_less"] = runs["baseline"]
-                continue
-            less = Config.from_dict({**configs["baseline"].to_dict(),
-                                     "train": {**configs["baseline"].to_dict()["train"], "epochs": epochs}})
-            runs["train_less"] = _run("train_less", less, data, out_dir, progress)
-    table = comparison_table(runs)
-    ideal = [r["ideal_speedup"] for r in runs["mixtrain"]]
-    plot = plot_runs(runs, out_dir / "demo.png", title=f"MixTrain demo on {where}: baseline, MixTrain, "
-                                                       "and the baseline trained less for MixTrain's time")
-    summary = {name: summarize(rows) for name, rows in runs.items()}
-    summary["ideal_speedup_per_epoch"] = ideal
+    runs: dict[str, dict[float, list[dict]]] = {k: {} for k in configs}
+    for budget in sorted(BUDGETS, reverse=True):
+        for name, config in configs.items():
+            runs[name][budget] = _run(f"{name}_{budget:g}E", at_budget(config, budget), data, out_dir, progress)
+    summary = {name: {f"{b:g}E": summarize(rows) for b, rows in sorted(per.items())} for name, per in runs.items()}
+    points = {name: [{"seed": 0, "train_time_s": s["wall_time_s"], "val_top1": s["val_top1"]}
+                     for s in per.values()] for name, per in summary.items()}
+    target = summary["baseline"]["1E"]
+    compare = {}
+    for name in configs:
+        t = curves.time_to_reach([(p["train_time_s"], p["val_top1"]) for p in points[name]], target["val_top1"])
+        compare[name] = {other: curves.gain(points[name], points[other]) for other in configs if other != name}
+        compare[name]["time_to_baseline_s"] = t
+    summary["compare"] = compare
+    summary["ideal_speedup_per_epoch"] = [r["ideal_speedup"] for r in runs["mixtrain"][1.0]]
     summary["total_time_s"] = round(time.perf_counter() - start, 1)
+    table = _tables(summary, list(configs), target)
+    plot = _plot(runs, summary, out_dir / "demo.png", f"MixTrain demo on {where}")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "summary.md").write_text(table + "\n")
     print("\n" + table)
-    print(f"\nMixTrain plan, ideal speedup per epoch: {', '.join(f'{s:.2f}' for s in ideal)}")
-    print(f"curves: {plot}; tables: {out_dir / 'summary.md'}; total {summary['total_time_s']:.0f}s")
+    print(f"\ncurves: {plot}; tables: {out_dir / 'summary.md'}; total {summary['total_time_s']:.0f}s")
     return summary
 
 
-def less_epochs(epochs: int, t_base: float, t_mix: float) -> int:
-    """The baseline's epochs that fit in MixTrain's measured time: round(E x t_mix / t_base),
-    at least 1 and at most E (a MixTrain run slower than the baseline buys no extra epochs)."""
-    return max(1, min(epochs, round(epochs * t_mix / max(t_base, 1e-9))))
+def _tables(summary: dict, names: list[str], target: dict) -> str:
+    lines = ["| method | budget | epochs | train time (s) | steps | val top-1 (%) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name in names:
+        for budget, s in summary[name].items():
+            top = "-" if s["val_top1"] is None else f"{s['val_top1']:.2f}"
+            lines.append(f"| {name} | {budget} | {s['epochs']} | {s['wall_time_s']:.1f} | {s['steps']} | {top} |")
+    lines += ["", "| method | vs baseline curve at equal time | vs progressive resizing | "
+                  f"time to the baseline's {target['val_top1']:.2f}% |", "|---|---:|---:|---:|"]
+    for name in names:
+        c = summary["compare"][name]
+
+        def g(other):
+            x = c.get(other)
+            return "-" if x is None else f"{x['at_top']['mean']:+.2f} points"
+
+        t = c["time_to_baseline_s"]
+        reach = "not reached" if t is None else f"{t:.1f} s ({target['wall_time_s'] / t:.2f}x less)"
+        lines.append(f"| {name} | {g('baseline')} | {g('progressive')} | {reach} |")
+    return "\n".join(lines)
+
+
+def _plot(runs: dict, summary: dict, path: Path, title: str) -> Path:
+    """Left: each method's curve through its budgets. Right: val top-1 after each epoch of the
+    full-budget runs, against their training time so far."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(15, 5.2))
+    one = lambda x: {"mean": x, "std": 0.0}  # noqa: E731  (one seed: no spread)
+    curves.plot(left, {name: [{"time": one(s["wall_time_s"]), "top1": one(s["val_top1"])}
+                              for s in summary[name].values()] for name in runs}, bold=("mixtrain",))
+    left.set_title(f"{title}: final top-1 against training time, budgets E/2 and E", fontsize=10)
+    for i, (name, per) in enumerate(runs.items()):
+        rows = per[max(per)]
+        elapsed = np.cumsum([r["epoch_time_s"] for r in rows])
+        right.plot(elapsed, [r.get("val_top1") for r in rows], marker=".", color=f"C{i}", label=name)
+    right.set(title="during the E-epoch runs: val top-1 after each epoch", xlabel="training time (s)",
+              ylabel="val top-1 (%)")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 def _run(name: str, config: Config, data, out_dir: Path, progress: bool) -> list[dict]:
@@ -114,5 +164,7 @@ def _run(name: str, config: Config, data, out_dir: Path, progress: bool) -> list
               f", fraction {m.fraction:g}" if m.fraction is not None else
               f", target x{m.target_speedup:g}" if m.target_speedup is not None else "")
     mixing = f"on (k={m.k}, {m.schedule} schedule{budget})" if m.enabled else "off"
-    print(f"\n== {name}: {config.train.arch}, {config.train.epochs} epochs, mixing {mixing}", flush=True)
+    d = config.data
+    size = (f"{d.min_image_size} px growing to {d.image_size}" if d.min_image_size else f"{d.image_size} px")
+    print(f"\n== {name}: {config.train.arch}, {config.train.epochs} epochs at {size}, mixing {mixing}", flush=True)
     return train(config, data, run_dir, progress=progress)

@@ -541,8 +541,8 @@ def _build_timm(name: str, num_classes: int, image_size: int | None, stem: str) 
 # --------------------------------------------------------------------------- loss
 
 def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, areas: torch.Tensor,
-             label_smoothing: float = 0.0, weights: torch.Tensor | None = None,
-             norm: str = "constituent") -> tuple[torch.Tensor, torch.Tensor]:
+             label_smoothing: float = 0.0, weights: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """MixTrain loss for a batch of composites.
 
     Args:
@@ -554,12 +554,6 @@ def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, are
         label_smoothing: as in ``F.cross_entropy``, in [0, 1].
         weights: optional ``(B, k)`` per-constituent factors on the batch loss (e.g. the
             loss rescaling of kept samples under loss-based pruning); 1 when omitted.
-        norm: ``"constituent"``: the batch loss is the mean over constituents, so a step
-            weighs each constituent 1 / (constituents in the batch), less than a sample of
-            a plain batch of B gets (1 / B); ``"composite"``: the sum over constituents
-            divided by the B composites, so every constituent keeps a plain sample's weight
-            and a step of mixed composites moves the weights as far as the k plain steps
-            it replaces would, on average (MixConfig.loss_norm).
 
     Returns:
         ``(loss, per_constituent)``: the scalar float32 batch loss to minimise and a detached
@@ -575,8 +569,6 @@ def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, are
     """
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise UserError(f"label_smoothing={label_smoothing!r} is invalid; valid: 0.0 to 1.0")
-    if norm not in ("constituent", "composite"):
-        raise UserError(f"norm={norm!r} is invalid; valid: constituent, composite")
     if logits.dim() not in (2, 3):
         raise ValueError(f"logits must be (B, k, C) or (B, C), got {tuple(logits.shape)}")
     bk = tuple(labels.shape)
@@ -603,8 +595,7 @@ def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, are
     scaled = per if weights is None else per * weights.to(torch.float32)
 
     if logits.dim() == 3:
-        denom = weight.sum().clamp_min(1.0) if norm == "constituent" else float(bk[0])
-        loss = scaled.sum() / denom
+        loss = scaled.sum() / weight.sum().clamp_min(1.0)
     else:
         # Cross entropy is linear in the target, so the soft-target CE is the area-weighted
         # sum of the per-label CEs; no dense (B, C) target is needed.
@@ -612,7 +603,5 @@ def mix_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, are
         total = share.sum(dim=1, keepdim=True)
         share = share / torch.where(total > 0, total, torch.ones_like(total))
         per_composite = (share * scaled).sum(dim=1)
-        if norm == "composite":  # a composite of n constituents counts as n samples
-            per_composite = per_composite * weight.sum(dim=1)
         loss = per_composite.mean()
     return loss, per.detach()

@@ -4,11 +4,13 @@ channels_last on GPU, DDP under torchrun, per-epoch metrics, atomic checkpoints,
 Data layout: `DATA/train/<class>/...` and `DATA/val/<class>/...` (ImageNet's). Outputs in
 `out`: config.toml (the resolved settings), metrics.jsonl (one line per epoch),
 checkpoint.pt (after every epoch, written atomically), bad_files.txt (images skipped as
-unreadable, one `path<TAB>reason` line each; robust.py).
+unreadable, one `path<TAB>reason` line each; robust.py), and while the run lasts
+.mixtrain.lock (one writer per `out`; runlock.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config
+from .config import Config, DataConfig
 from .dataset import scan_image_folder
 from .errors import UserError
 from .loader import MixBatch, TrainLoader, ValLoader
@@ -29,6 +31,7 @@ from .mixup import Mixup, soft_cross_entropy
 from .nn import SoftTargetModel, adapt_model, build_model, mix_loss
 from .pipelines import device_kind
 from .robust import BAD_FILES
+from .runlock import RunLock
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +86,6 @@ def lr_at(progress: float, cfg, base_lr: float) -> float:
         return base_lr * (progress + 1e-3) / cfg.warmup_epochs
     span = max(1e-9, cfg.epochs - cfg.warmup_epochs)
     return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - cfg.warmup_epochs) / span)))
-
-
-def mixing_lr_factor(lr_scale: float, plan) -> float:
-    """The lr factor of an epoch planned as `plan` under MixConfig.lr_scale: 1 + (lr_scale - 1)
-    x the share of its samples that are mixed (1 in an unmixed epoch)."""
-    return 1.0 + (lr_scale - 1.0) * plan.n_mixed_samples / max(1, plan.n_samples)
 
 
 def start_warnings(config: Config, data: str | os.PathLike | None = None) -> list[str]:
@@ -207,7 +204,8 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     """Train `config.train.arch` on DATA/train, evaluate on DATA/val; returns the metrics rows.
 
     `out` holding an earlier run (earlier_run) is refused unless `resume` (continue it) or
-    `overwrite` (its files are deleted first). `check_files=False` skips the loaders'
+    `overwrite` (its files are deleted first), and an `out` another live run is writing to
+    is refused in any case (runlock.RunLock). `check_files=False` skips the loaders'
     up-front file check (for data known to be good; a bad file is still found mid-epoch)."""
     t = config.train
     out_dir = Path(out if out is not None else t.out)
@@ -218,9 +216,21 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     if not train_root.is_dir():
         raise UserError(f"{str(data)!r} has no train/ folder: expected DATA/train/<class>/<image> "
                         "(and optionally DATA/val/<class>/<image>)")
-    ckpt_path = out_dir / CHECKPOINT
     if resume and overwrite:
         raise UserError("--resume continues the run in --out, --overwrite deletes it: give one of them")
+    # one writer per --out: rank 0 holds the run lock from before it reads or clears anything
+    # there until the run ends, however it ends (runlock.py)
+    lock = RunLock(out_dir) if _launch_rank() == 0 else None
+    with lock if lock is not None else contextlib.nullcontext():
+        return _run(config, data, out_dir, resume, progress, overwrite, check_files, lock)
+
+
+def _run(config: Config, data: Path, out_dir: Path, resume: bool, progress: bool, overwrite: bool,
+         check_files: bool, lock: RunLock | None) -> list[dict]:
+    """train() once its arguments are checked; rank 0 holds the run lock (`lock`)."""
+    t = config.train
+    train_root = data / "train"
+    ckpt_path = out_dir / CHECKPOINT
     ckpt = None
     if resume:
         if not ckpt_path.is_file():
@@ -257,7 +267,7 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
     on_gpu = dev.type == "cuda"
     val_loader = None
     if (data / "val").is_dir():
-        val_loader = ValLoader(data / "val", config.data.batch_size, config.data.image_size,
+        val_loader = ValLoader(data / "val", config.data.batch_size, config.data.val_size,
                                config.data.val_resize, device=config.data.device,
                                threads=config.data.threads, classes=train_index.classes,
                                bad_files=out_dir / BAD_FILES, validate=check_files)
@@ -307,6 +317,8 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
 
     rows: list[dict] = []
     if rank == 0:
+        if lock is not None:
+            lock.verify()
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in out_dir.glob(CHECKPOINT + ".tmp*"):  # left by a kill during a save
             stale.unlink()
@@ -322,9 +334,12 @@ def train(config: Config, data: str | os.PathLike, out: str | os.PathLike | None
             mixup.rng = np.random.default_rng([t.seed, rank, epoch])
         row = _train_epoch(net, loader, optimizer, config, epoch, base_lr, amp, isolate,
                            progress and rank == 0, mixup)
-        if val_loader is not None:
+        last = epoch + 1 == t.epochs
+        if val_loader is not None and (last or (t.val_interval and (epoch + 1) % t.val_interval == 0)):
             row.update(evaluate(model, val_loader, amp, world))
         if rank == 0:
+            if lock is not None:  # still this run's: no other run writes here meanwhile
+                lock.verify()
             rows.append(row)
             with open(out_dir / METRICS, "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -369,9 +384,8 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
     start = time.perf_counter()
     bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", disable=not progress,
                leave=False, dynamic_ncols=True)
-    factor = mixing_lr_factor(config.mix.lr_scale, plan)  # 1 in an epoch that mixes nothing
     for i, batch in enumerate(bar):
-        lr = lr_at(epoch + i / steps, t, base_lr) * factor
+        lr = lr_at(epoch + i / steps, t, base_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -388,7 +402,7 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
                 else:
                     logits = net(batch.images, batch.boxes)
                 loss, per = mix_loss(logits.float(), batch.labels, batch.mask, batch.shares,
-                                     t.label_smoothing, batch.weights, norm=config.mix.loss_norm)
+                                     t.label_smoothing, batch.weights)
                 n = batch.n_samples
             else:
                 images, labels = batch
@@ -429,6 +443,7 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
     losses = loader.host_losses
     return {
         "epoch": epoch + 1,
+        "image_size": int(plan.canvas[0]),  # the canvas side (progressive resizing moves it)
         "plan": plan.digest()[:16],
         "train_loss": loss_mean,
         "steps": steps,
@@ -455,6 +470,32 @@ def _global_mean(loss_sum: torch.Tensor, seen: int, world: int) -> float:
 def _nanmean(x: np.ndarray) -> float | None:
     x = x[~np.isnan(x)]
     return round(float(x.mean()), 5) if len(x) else None
+
+
+def evaluate_run(out_dir: str | os.PathLike, data: str | os.PathLike, val_size: int,
+                 val_resize: int | None = None) -> dict:
+    """The val top-1/top-5 of the model in a finished run's checkpoint at another test
+    resolution: a centre crop of `val_size` px after resizing the shorter side to `val_resize`
+    (default val_size x 256/224), on the run's device. For comparing test sizes (FixRes)
+    after training, without training again."""
+    out_dir, data = Path(out_dir), Path(data)
+    ckpt_path = out_dir / CHECKPOINT
+    if not ckpt_path.is_file():
+        raise UserError(f"no checkpoint in {str(out_dir)!r} to evaluate (looked for {CHECKPOINT})")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    config = Config.from_dict(ckpt["config"], source=str(ckpt_path))
+    d, t = config.data, config.train
+    val_size = DataConfig(image_size=d.image_size, val_size=val_size, val_resize=val_resize).val_size
+    val_resize = val_resize or int(round(val_size * 256 / 224))
+    loader = ValLoader(data / "val", d.batch_size, val_size, val_resize, device=d.device, threads=d.threads,
+                       classes=scan_image_folder(data / "train").classes, validate=False)
+    model = build_model(t.arch, len(loader.classes), d.image_size, stem=t.stem)
+    model = adapt_model(model) if t.region_pooling else SoftTargetModel(model)
+    model.load_state_dict(ckpt["model"])
+    model = model.to(loader.torch_device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return evaluate(model, loader, amp=loader.torch_device.type == "cuda" and t.amp)
 
 
 @torch.no_grad()

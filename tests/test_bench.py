@@ -88,53 +88,36 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
 
     acc = bench.load_benchmark("accuracy")
     base = acc.base_recipe(acc.build_parser().parse_args([]), "cpu")
-    assert base["train"] == DEMO_RECIPE["train"] and base["mix"] == DEMO_RECIPE["mix"]
-    c = {k: Config.from_dict(v) for k, v in acc.method_recipes(base, 1.6).items()}
+    assert base["mix"] == DEMO_RECIPE["mix"]
+    assert base["train"] == {**DEMO_RECIPE["train"], "val_interval": 0}  # the final model only
+    c = {k: Config.from_dict(v) for k, v in acc.method_recipes(base, 1.6, 0.5).items()}
     assert set(c) == set(acc.METHODS)
-    epochs = DEMO_RECIPE["train"]["epochs"]
-    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == epochs
-    for key, frac in (("less_75", 0.75), ("less_62", 0.625), ("less_50", 0.5)):
-        assert c[key].train.epochs == round(epochs * frac) and not c[key].mix.enabled
-    p = c["progressive"].data
-    assert p.min_image_size == base["data"]["image_size"] // 2 and not c["progressive"].mix.enabled
-    v0 = c["mix_v0"].mix
-    assert (v0.enabled, v0.k, v0.target_speedup, v0.selection, v0.gamma, v0.schedule, v0.tile_aspect,
-            v0.tile_scale, v0.loss_norm, v0.isolate) == (True, 4, 1.6, "loss", 1.0, "flat", False, 0.0,
-                                                          "constituent", False)
+    size = base["data"]["image_size"]
+    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == DEMO_RECIPE["train"]["epochs"]
+    for key in ("progressive", "prog_mix", "prog_mix_loss"):
+        assert c[key].data.min_image_size == size // 2 and c[key].data.resize_ramp == [0.0, 0.75]
+    assert not c["progressive"].mix.enabled
     b = c["mixtrain"].mix  # the package's defaults
-    defaults = MixConfig(enabled=True)
-    assert (b.k, b.schedule, b.tile_scale, b.loss_norm, b.selection, b.gamma, b.isolate) == \
-        (defaults.k, defaults.schedule, defaults.tile_scale, defaults.loss_norm, defaults.selection,
-         defaults.gamma, defaults.isolate)
-    assert c["mix_resize"].mix == b  # the research's winner is the package default
-    steps = c["mix_steps"].mix  # the previous defaults: linear after a warm-up epoch
-    assert (steps.schedule, steps.warmup_epochs, steps.final_full_fraction, steps.self_correct,
-            steps.isolate, steps.keep_steps) == ("linear", 1, 0.125, True, True, True)
-    assert not c["mix_apart"].mix.keep_steps and not v0.keep_steps
-    d = c["naive_mix"]
-    assert (d.mix.selection, d.mix.gamma, d.mix.self_correct, d.train.region_pooling) == \
-        ("random", 0.0, False, False)
-    assert c["prune"].mix.method == "prune" and c["prune"].mix.target_speedup == 1.6
-    assert c["mix_norm"].mix.loss_norm == "composite" and c["mix_scale"].mix.tile_scale == 1.0
-    assert c["mix_linear"].mix.schedule == "linear" and c["mix_k2"].mix.k == 2
-    for key in ("mix_apart", "mix_apart_norm"):  # the previous defaults, equal shares, tiles apart
-        a = c[key].mix
-        assert (a.isolate, a.gamma, a.schedule, a.selection) == (True, 0.0, "linear", b.selection)
-    assert c["mix_apart_norm"].mix.loss_norm == "composite" and c["mix_apart"].mix.loss_norm == b.loss_norm
+    assert b == MixConfig(enabled=True, k=DEMO_RECIPE["mix"]["k"])
+    on_top, loss = c["prog_mix"].mix, c["prog_mix_loss"].mix
+    assert (on_top.k, on_top.schedule, on_top.fraction, on_top.selection, on_top.warmup_epochs) == \
+        (4, "linear", 0.5, "random", 0)
+    assert (loss.selection, loss.warmup_epochs, loss.self_correct) == ("loss", 1, True)
+    assert {k: v for k, v in vars(loss).items() if k not in ("selection", "warmup_epochs", "self_correct")} == \
+        {k: v for k, v in vars(on_top).items() if k not in ("selection", "warmup_epochs", "self_correct")}
+    p = c["prune"].mix
+    assert (p.method, p.target_speedup, p.schedule, p.selection) == ("prune", 1.6, "flat", "loss")
     for key, cfg in c.items():  # everything else is the demo's
-        assert cfg.train.lr == c["baseline"].train.lr
-        if key != "progressive":
+        assert cfg.train == c["baseline"].train
+        if not key.startswith("prog"):
             assert cfg.data == c["baseline"].data
+    half = Config.from_dict(acc.at_budget(acc.method_recipes(base)["baseline"], 0.5))
+    assert half.train.epochs == round(DEMO_RECIPE["train"]["epochs"] * 0.5)
 
 
-def test_train_less_curve_interpolates_between_its_points():
-    acc = bench.load_benchmark("accuracy")
-    point = lambda t, a: {"train_time_s": {"mean": t}, "val_top1": {"mean": a}}  # noqa: E731
-    summary = {"baseline": point(100, 90), "less_50": point(50, 70), "mixtrain": point(75, 85)}
-    assert acc.curve_at(summary, 75) == 80
-    assert acc.curve_at(summary, 40) is None and acc.curve_at(summary, 120) is None
-    goal = {g["goal"]: g for g in acc.goals(summary)}["b above the train-less curve at its time"]
-    assert goal["difference"] == 5 and goal["met"]
+def test_accuracy_refuses_bad_budgets():
+    with pytest.raises(UserError, match=r"--budgets \[0.0, 1.0\]"):
+        bench.load_benchmark("accuracy").main(["--quick", "--budgets", "0", "1", "--device", "cpu"])
 
 
 # -- the quick runs -------------------------------------------------------------------------
@@ -142,8 +125,9 @@ def test_train_less_curve_interpolates_between_its_points():
 def test_loader_quick_times_every_loader(tmp_path):
     result = _outputs(_bench(tmp_path, "loader"), "loader_throughput_cpu_quick")
     variants = result["variants"]
-    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", "mixtrain_off_t10", "mixtrain_k4",
-                             "mixtrain_randaug"}
+    other = {"graph": "ahead", "ahead": "graph"}[result["settings"]["default_read"]]  # mixtrain_off: the default
+    assert set(variants) == {"torchvision", "dali_plain", "mixtrain_off", f"mixtrain_off_{other}", "mixtrain_off_t10",
+                             "mixtrain_k4", "mixtrain_randaug"}
     n = result["settings"]["n"]
     for v in variants.values():
         assert _positive(v["images_per_s"]) and _positive(v["outputs_per_s"])
@@ -160,6 +144,13 @@ def test_loader_quick_times_every_loader(tmp_path):
                                                              / variants["dali_plain"]["images_per_s"])
     assert ratio["median"] == pytest.approx(variants["mixtrain_off"]["images_per_s"]
                                             / variants["dali_plain"]["images_per_s"])
+    a_b = result["read_paths"]  # the read-path A/B in the same run
+    name = {other: f"mixtrain_off_{other}", {"graph": "ahead", "ahead": "graph"}[other]: "mixtrain_off"}
+    assert {r: a_b[r]["variant"] for r in ("graph", "ahead")} == name
+    ips = {r: variants[name[r]]["images_per_s"] for r in name}
+    assert a_b["ahead_vs_graph"]["median"] == pytest.approx(ips["ahead"] / ips["graph"])
+    for r in name:
+        assert a_b[r]["vs_dali_plain"]["rounds"] == pytest.approx([ips[r] / variants["dali_plain"]["images_per_s"]])
 
 
 @pytest.mark.slow
@@ -190,30 +181,37 @@ def test_speedup_quick_compares_every_budget_with_the_baseline(tmp_path):
 
 
 @pytest.mark.slow
-def test_accuracy_quick_runs_every_method_on_every_seed(tmp_path):
-    result = _outputs(_bench(tmp_path, "accuracy"), "accuracy_synthetic_cpu_quick")
+def test_accuracy_quick_runs_every_method_at_every_budget_and_seed(tmp_path):
+    out = _bench(tmp_path, "accuracy", "--methods", "baseline", "progressive", "prog_mix", "--val-sizes", "56")
+    result = _outputs(out, "accuracy_synthetic_cpu_quick")
     methods = result["methods"]
-    assert set(methods) == {"baseline", "less_75", "less_62", "less_50", "progressive", "prune",
-                            "naive_mix", "mixtrain"}
-    seeds = result["settings"]["seeds"]
+    assert set(methods) == set(result["methods_run"]) == {"baseline", "progressive", "prog_mix"}
+    seeds, budgets = result["settings"]["seeds"], result["settings"]["budgets"]
     for name, m in methods.items():
-        s = m["summary"]
-        assert [r["seed"] for r in m["runs"]] == seeds, name
-        assert 0 <= s["val_top1"]["min"] <= s["val_top1"]["mean"] <= s["val_top1"]["max"] <= 100
-        assert _positive(s["train_time_s"]["mean"]) and s["train_time_s"]["std"] >= 0
-    assert methods["less_50"]["summary"]["epochs"] < methods["baseline"]["summary"]["epochs"]
-    assert len(result["goals"]) >= 5 and all(isinstance(g["met"], bool) for g in result["goals"])
+        assert sorted((r["budget"], r["seed"]) for r in m["runs"]) == \
+            sorted((b, s) for b in budgets for s in seeds), name
+        for b, p in m["budgets"].items():
+            assert 0 <= p["val_top1"]["min"] <= p["val_top1"]["mean"] <= p["val_top1"]["max"] <= 100
+            assert _positive(p["train_time_s"]["mean"]) and "56" in p["val_top1_at"]
+        assert len(m["curve"]) == len(budgets)
+        assert m["budgets"]["0.5"]["epochs"] < m["budgets"]["1.0"]["epochs"]
+    sizes = [r["image_size"] for r in methods["prog_mix"]["runs"][0]["metrics"]]
+    assert sizes[0] < sizes[-1] == 48  # the canvas follows progressive resizing
+    assert any(r["mixed_samples"] for r in methods["prog_mix"]["runs"][0]["metrics"])
+    assert "progressive" in methods["prog_mix"]["gain_vs"] and result["goals"]
+    assert (out / "accuracy_synthetic_cpu_quick.png").stat().st_size > 0
 
 
 @pytest.mark.slow
-def test_demo_quick_records_baseline_mixtrain_and_training_less(tmp_path):
+def test_demo_quick_records_the_methods_curves(tmp_path):
     out = _bench(tmp_path, "demo")
     result = json.loads((out / "demo_cpu_quick.json").read_text())
     md = (out / "demo_cpu_quick.md").read_text()
-    assert md.startswith("# Demo") and "**Command:**" in md and "| train_less |" in md
+    assert md.startswith("# Demo") and "**Command:**" in md and "| progressive | 0.5E |" in md
     assert (out / "demo_cpu_quick.png").stat().st_size > 0 and result["settings"]["device"] == "cpu"
-    assert {"baseline", "mixtrain", "train_less"} <= set(result["summary"])
-    assert result["summary"]["train_less"]["epochs"] <= result["summary"]["baseline"]["epochs"]
+    assert {"baseline", "progressive", "mixtrain", "compare"} <= set(result["summary"])
+    base = result["summary"]["baseline"]
+    assert base["0.5E"]["epochs"] < base["1E"]["epochs"]
 
 
 def test_demo_record_says_how_the_recipe_budgets_mixing():
@@ -226,42 +224,6 @@ def test_demo_record_says_how_the_recipe_budgets_mixing():
     assert demo_record._budget({"schedule": "flat", "fraction": None, "target_speedup": 1.6}) == \
         "flat schedule, target x1.6"
     assert "None" not in demo_record._budget({"schedule": "linear", "fraction": None, "target_speedup": None})
-
-
-def test_detail_sensitivity_quick_evaluates_every_view_of_every_synthetic_composition(tmp_path):
-    import detail_sensitivity
-
-    result = detail_sensitivity.main(["--quick", "--device", "cpu", "--no-progress", "--out-dir",
-                                      str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),
-                                      "--runs-dir", str(tmp_path / "runs")])
-    rows = result["rows"]
-    assert set(rows) == set(detail_sensitivity.compositions())
-    for row in rows.values():
-        for view in ("top1_full", "top1_half", "top1_quarter"):
-            assert 0 <= row[view] <= 100
-        assert row["drop_half"] == pytest.approx(row["top1_full"] - row["top1_half"])
-        assert row["val_images"] == 10 * 3  # every val image of the 10 linked classes, 3 each
-    comps = detail_sensitivity.compositions()
-    assert sum("fine" in c for c in comps["synthetic, default 10 (3 fine pairs)"]) == 3
-    assert sum("fine" in c for c in comps["synthetic, no fine pair"]) == 0
-    md = (tmp_path / "out" / "detail_sensitivity_cpu_quick.md").read_text()
-    assert md.startswith("# Detail sensitivity") and "| synthetic, 1 fine pair |" in md
-
-
-@pytest.mark.parametrize("spec", ["nodir", "x=", "x=/no/such/dir", "x=.:64:six", "x=.:1:2:3"])
-def test_detail_sensitivity_refuses_a_bad_data_spec_in_one_line(spec):
-    import detail_sensitivity
-
-    with pytest.raises(UserError, match="--data"):
-        detail_sensitivity.parse_data(spec)
-
-
-def test_demo_train_less_fits_mixtrains_time_and_never_exceeds_the_baseline():
-    from mixtrain_dali.demo import less_epochs
-
-    assert less_epochs(15, 36.7, 29.1) == 12   # the recorded demo: 15 x 29.1 / 36.7
-    assert less_epochs(3, 1.4, 1.6) == 3       # MixTrain slower (a noisy quick run): the baseline
-    assert less_epochs(10, 10.0, 0.1) == 1     # at least one epoch
 
 
 def test_plan_takes_the_common_quick_and_out_dir_flags(tmp_path, capsys):
@@ -301,18 +263,3 @@ def test_startup_small_tree_times_every_case_and_counts_the_files_read(tmp_path)
     assert cases["ours_no_check"]["files_opened_per_rank"] == [0]
     assert cases["ours_cold_2ranks"]["files_opened_per_rank"] == [120, 120]
     assert cases["ours_manifest_2ranks"]["files_opened_per_rank"] == [0, 0]
-
-
-def test_crop_windows_quick_times_both_ways_and_the_loader(tmp_path):
-    import crop_windows_cpu
-
-    out = tmp_path / "out"
-    result = crop_windows_cpu.main(["--quick", "--rounds", "1", "--out-dir", str(out),
-                                    "--data-dir", str(tmp_path / "data")])
-    assert set(result["median_ms"]) == {"read", "graph windows", "graph windows, tries=1", "host windows"}
-    assert all(_positive(v) for v in result["median_ms"].values())
-    assert all(_positive(v) for v in result["loader_median"].values()) and len(result["loader_median"]) == 2
-    assert result["saved_ms_per_batch"] == pytest.approx(
-        result["median_ms"]["graph windows"] - result["median_ms"]["host windows"])
-    md = (out / "crop_windows_cpu_quick.md").read_text()
-    assert md.startswith("# Crop windows") and "--quick" in md and "| host windows |" in md

@@ -730,9 +730,6 @@ def test_shard_batches_rejects_bad_arguments(kwargs, err):
     (dict(warmup_epochs=-1), "warmup_epochs=-1"),
     (dict(final_full_fraction=1.0), "final_full_fraction=1.0"),
     (dict(k=4, min_side_frac=0.3), "min_side_frac=0.3"),
-    (dict(lr_scale=0.0), "lr_scale=0.0"),
-    (dict(lr_scale=True), "lr_scale=True"),
-    (dict(lr_scale=11), "lr_scale=11"),
 ])
 def test_mix_config_rejects_bad_values(kwargs, needle):
     with pytest.raises(UserError) as info:
@@ -772,81 +769,43 @@ def test_linear_schedule_decays_the_fraction_to_zero_over_the_mixing_epochs():
     assert [ctl.fraction_at(e) for e in range(1, 9)] == pytest.approx(expected[1:9])
 
 
-@pytest.mark.parametrize("side,epochs,k", [(64, 6, 4), (32, 8, 4), (224, 16, 4), (160, 10, 2), (64, 12, 3)])
-def test_resize_schedule_costs_what_progressive_resizing_costs_every_epoch(side, epochs, k):
+@pytest.mark.parametrize("k", [2, 4])
+def test_mixing_on_progressive_resizing_tiles_each_epochs_canvas(k):
+    """With `side_at` (the loader's progressive resizing), each epoch's plan tiles a canvas of
+    that epoch's side: unmixed samples cover it whole, a composite's tiles cover it exactly,
+    and the budget is the mixing's own (fraction decaying linearly), not the ramp's."""
     from mixtrain_dali.config import DataConfig
 
-    n = 4096
-    ctl = _ctl(n, epochs=epochs, canvas=(side, side), k=k, schedule="resize", target_speedup=None,
-               selection="random", warmup_epochs=0, final_full_fraction=0.0, self_correct=False)
-    tile = max(8, int(side / k ** 0.5) // 8 * 8)
-    progressive = DataConfig(image_size=side, min_image_size=tile, resize_ramp=[0.0, 0.75])
-    losses = np.random.default_rng(6).random(n).astype(np.float32)
-    for epoch in range(epochs):
-        cost = (progressive.image_size_at(epoch, epochs) / side) ** 2  # pixels vs a full epoch
-        plan = ctl.plan(epoch, losses)
+    n, epochs = 2000, 8
+    data = DataConfig(image_size=64, min_image_size=32, resize_ramp=[0.0, 0.75])
+    ctl = MixController(_cfg(k=k, fraction=0.5, schedule="linear", selection="random", warmup_epochs=0,
+                             final_full_fraction=0.125), n, (64, 64), epochs=epochs,
+                        side_at=lambda e: data.image_size_at(e, epochs))
+    sides = [data.image_size_at(e, epochs) for e in range(epochs)]
+    assert sides[0] == 32 and sides[-1] == 64 and len(set(sides)) > 2
+    for epoch, side in enumerate(sides):
+        plan = ctl.plan(epoch)
         _check_well_formed(plan, np.ones(n, bool))
-        mixed = plan.n_mixed_samples / n
-        # whole groups of k: the plan's cost is within one group of progressive resizing's
-        assert (1 - mixed + mixed / k) == pytest.approx(cost if cost >= 1 / k else 1 / k, abs=k / n)
-        assert ctl.is_mixing_epoch(epoch) == (cost < 1)
-    assert ctl.fraction_at(0) == 1.0 and not ctl.is_mixing_epoch(epochs - 1)
-
-
-@pytest.mark.parametrize("side,epochs,k", [(64, 6, 4), (32, 8, 4), (224, 16, 4), (64, 12, 3), (160, 10, 2)])
-def test_ladder_brackets_progressive_resizing_at_its_cost(side, epochs, k):
-    from mixtrain_dali.config import DataConfig
-
-    n = 4096
-    ctl = _ctl(n, epochs=epochs, canvas=(side, side), k=k, schedule="resize", target_speedup=None,
-               selection="random", warmup_epochs=0, final_full_fraction=0.0, self_correct=False,
-               ladder=True)
-    tile = max(8, int(side / k ** 0.5) // 8 * 8)
-    progressive = DataConfig(image_size=side, min_image_size=tile, resize_ramp=[0.0, 0.75])
-    rungs = sorted({1, 2, k})
-    seen_two = False
-    for epoch in range(epochs):
-        cost = (progressive.image_size_at(epoch, epochs) / side) ** 2
-        plan = ctl.plan(epoch, None)
-        _check_well_formed(plan, np.ones(n, bool))
+        assert plan.canvas == (side, side) == ctl.canvas_at(epoch)
         sizes = (plan.members >= 0).sum(1)
-        # singles left over from whole groups (fewer than one group per rung) are not a rung
-        used = sorted(m for m in set(sizes.tolist()) if m > 1 or (sizes == 1).sum() >= 2 * k)
-        # one canvas per composite: the same pixels as progressive resizing's epoch, within
-        # one group per rung
-        assert plan.n_composites / n == pytest.approx(max(cost, 1 / k), abs=2 * k / n)
-        # at most two rungs, adjacent, whose tile costs 1/k' bracket progressive resizing's
-        assert all(m in rungs for m in used) and len(used) <= 2
-        if len(used) == 2:
-            assert rungs.index(used[1]) == rungs.index(used[0]) + 1
-            assert 1 / used[1] <= cost <= 1 / used[0]
-        seen_two |= len(used) == 2 and min(used) > 1
-        # the tiles of a k'-composite split the canvas into k' equal parts (gamma 0)
-        for m in used:
-            if m > 1:
-                rows = sizes == m
-                area = plan.boxes[rows, :m, 2] * plan.boxes[rows, :m, 3]
-                assert (area.sum(1) == side * side).all()
-                assert area.min() >= side * side // m - side
-        assert ctl.target_speedup_at(epoch) == pytest.approx(1 / max(cost, 1 / k))
-        assert ctl.is_mixing_epoch(epoch) == (cost < 1)
-    if k == 4 and side >= 64:
-        assert seen_two, "some epoch mixes k = 4 and k = 2 composites"
+        area = (plan.boxes[..., 2] * plan.boxes[..., 3] * (plan.members >= 0)).sum(1)
+        assert (area == side * side).all()  # every composite covers its epoch's canvas exactly
+        want = ctl.fraction_at(epoch) * n if ctl.is_mixing_epoch(epoch) else 0
+        assert abs(plan.n_mixed_samples - want) <= k and set(sizes.tolist()) <= {1, k}
+    assert ctl.fraction_at(0) == 0.5 and not ctl.is_mixing_epoch(epochs - 1)
+    # without side_at the canvas never moves
+    fixed = MixController(_cfg(k=k, fraction=0.5), n, (64, 64), epochs=epochs)
+    assert {fixed.canvas_at(e) for e in range(epochs)} == {(64, 64)}
 
 
-def test_ladder_shares_and_errors():
-    ctl = _ctl(100, epochs=8, canvas=(32, 32), k=4, schedule="resize", target_speedup=None,
-               selection="random", warmup_epochs=0, final_full_fraction=0.0, self_correct=False,
-               ladder=True)
-    # 32 px: progressive resizing 16 -> 32 px, 24 px in epochs 3-5: cost 0.5625, between a
-    # k = 2 strip (0.5) and the whole canvas (1): 87.5% of the samples in strips
-    assert ctl.ladder_at(0) == [(4, 1.0)]
-    assert ctl.ladder_at(3) == [(2, pytest.approx(0.875)), (1, pytest.approx(0.125))]
-    assert ctl.fraction_at(3) == pytest.approx(0.875)
-    assert ctl.ladder_at(7) == [(1, 1.0)]
-    assert "bracketing its size" in ctl.describe()
-    with pytest.raises(UserError, match="ladder .* needs schedule='resize', not 'linear'"):
-        _cfg(ladder=True, schedule="linear", fraction=1.0)
+def test_the_resize_schedule_is_refused_on_top_of_progressive_resizing():
+    from mixtrain_dali.config import Config
+
+    with pytest.raises(UserError, match=r"min_image_size=32 .* give mix fraction"):
+        Config.from_dict({"data": {"image_size": 64, "min_image_size": 32}, "mix": {"enabled": True, "k": 4}})
+    c = Config.from_dict({"data": {"image_size": 64, "min_image_size": 32},
+                          "mix": {"enabled": True, "k": 4, "fraction": 0.5}})
+    assert c.mix.schedule == "linear"
 
 
 def test_resize_schedule_is_checked_and_described():
@@ -873,10 +832,6 @@ def test_flat_schedule_keeps_one_fraction():
 def test_schedule_and_tile_options_are_checked():
     with pytest.raises(UserError, match="schedule='cosine'"):
         _cfg(schedule="cosine")
-    with pytest.raises(UserError, match="tile_scale=1.5"):
-        _cfg(tile_scale=1.5)
-    with pytest.raises(UserError, match="loss_norm='mean'"):
-        _cfg(loss_norm="mean")
 
 
 def test_linear_target_speedup_is_met_on_average_over_the_mixing_epochs():
@@ -951,13 +906,3 @@ def test_adaptive_shares_of_never_seen_samples_are_finite():
     assert plan.n_mixed_samples == 4 and np.isfinite(plan.shares).all()
 
 
-def test_lr_scale_scales_a_mixing_epoch_by_its_mixed_share():
-    from mixtrain_dali.train import mixing_lr_factor
-
-    ctl = _ctl(1000, epochs=10, schedule="flat", fraction=0.5, selection="random", warmup_epochs=1)
-    mixed, plain = ctl.plan(2, np.ones(1000)), ctl.plan(0, np.ones(1000))
-    share = mixed.n_mixed_samples / mixed.n_samples
-    assert 0.4 < share < 0.6 and plain.n_mixed_samples == 0
-    assert mixing_lr_factor(1.5, mixed) == pytest.approx(1 + 0.5 * share)
-    assert mixing_lr_factor(2 / 3, mixed) == pytest.approx(1 - share / 3)
-    assert mixing_lr_factor(1.5, plain) == 1.0 and mixing_lr_factor(1.0, mixed) == 1.0

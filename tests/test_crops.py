@@ -7,18 +7,14 @@ import pytest
 
 from mixtrain_dali.crops import CropPlanner, relative_window
 
-CANVAS = (64, 64)
-
-
 def _planner(**kw):
-    args = dict(scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), canvas=CANVAS, seed=0)
+    args = dict(scale=(0.35, 1.0), ratio=(3 / 4, 4 / 3), seed=0)
     args.update(kw)
     return CropPlanner(**args)
 
 
 def test_unmixed_windows_follow_random_resized_crop_ranges():
-    tiles = np.tile([64, 64], (4000, 1))
-    w = _planner().draw(0, 0, tiles)
+    w = _planner().draw(0, 0, 4000)
     area, ratio, uy, ux = w.T
     assert w.dtype == np.float32 and w.shape == (4000, 4)
     assert area.min() >= 0.35 and area.max() <= 1.0 and abs(area.mean() - 0.675) < 0.02
@@ -28,30 +24,11 @@ def test_unmixed_windows_follow_random_resized_crop_ranges():
 
 
 def test_draws_are_a_pure_function_of_seed_epoch_and_batch():
-    tiles = np.array([[32, 32], [64, 64], [32, 16]])
-    a = _planner().draw(3, 7, tiles)
-    np.testing.assert_array_equal(a, _planner().draw(3, 7, tiles))
-    assert not np.array_equal(a, _planner().draw(3, 8, tiles))
-    assert not np.array_equal(a, _planner().draw(4, 7, tiles))
-    assert not np.array_equal(a, _planner(seed=1).draw(3, 7, tiles))
-
-
-@pytest.mark.parametrize("tile_scale", [0.0, 0.5, 1.0])
-def test_tile_windows_take_the_tile_shape_and_scaled_area(tile_scale):
-    tiles = np.array([[64, 64], [48, 16], [16, 48], [32, 32]] * 500)
-    share = tiles[:, 0] * tiles[:, 1] / (64 * 64)
-    plain = _planner(tile_aspect=False, tile_scale=0.0).draw(0, 0, tiles)
-    w = _planner(tile_aspect=True, tile_scale=tile_scale).draw(0, 0, tiles)
-    full = share == 1
-    np.testing.assert_array_equal(w[full], plain[full])  # unmixed slots are unchanged
-    np.testing.assert_allclose(w[~full, 1], tiles[~full, 1] / tiles[~full, 0], rtol=1e-6)
-    np.testing.assert_allclose(w[~full, 0], plain[~full, 0] * share[~full] ** tile_scale, rtol=1e-5)
-
-
-def test_without_tile_aspect_tiles_keep_the_random_ratio():
-    tiles = np.array([[48, 16]] * 100)
-    w = _planner(tile_aspect=False, tile_scale=1.0).draw(0, 0, tiles)
-    assert (w[:, 1] <= 4 / 3 + 1e-6).all()  # a 3:1 tile still gets a near-square window
+    a = _planner().draw(3, 7, 3)
+    np.testing.assert_array_equal(a, _planner().draw(3, 7, 3))
+    assert not np.array_equal(a, _planner().draw(3, 8, 3))
+    assert not np.array_equal(a, _planner().draw(4, 7, 3))
+    assert not np.array_equal(a, _planner(seed=1).draw(3, 7, 3))
 
 
 def test_relative_window_has_the_asked_area_and_pixel_ratio():
@@ -75,14 +52,12 @@ def test_a_window_too_large_for_the_image_shrinks_and_keeps_its_ratio():
 
 # -- tries > 1: torchvision's rule (the first of N draws that fits) ---------------------------
 def test_tries_draw_candidates_whose_first_is_the_single_draw():
-    tiles = np.array([[64, 64], [32, 32], [64, 64]])
-    one = _planner().draw(2, 5, tiles)
-    many = _planner(tries=10).draw(2, 5, tiles)
+    one = _planner().draw(2, 5, 3)
+    many = _planner(tries=10).draw(2, 5, 3)
     assert one.shape == (3, 4) and many.shape == (3, 10, 4)
     np.testing.assert_array_equal(many[:, 0], one)            # same first draw, same position
     assert (many[:, :, 2:] == many[:, :1, 2:]).all()          # one position per slot
     assert len(np.unique(many[0, :, 0])) == 10                # ten different areas
-    np.testing.assert_allclose(many[1, :, 1], 1.0)            # a square tile's windows are square
 
 
 def test_relative_window_takes_the_first_candidate_that_fits_else_shrinks_the_first():
@@ -111,8 +86,7 @@ def test_the_graph_picks_the_same_windows_as_its_numpy_twin(tmp_path):
         files.append(str(tmp_path / f"{i}.jpg"))
         Image.new("RGB", (w, h), (i * 30, 80, 160)).save(files[-1])
     for tries in (1, 10):
-        windows = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), CANVAS, seed=3, tries=tries).draw(
-            0, 0, np.tile([64, 64], (len(files), 1)))
+        windows = CropPlanner((0.08, 1.0), (3 / 4, 4 / 3), seed=3, tries=tries).draw(0, 0, len(files))
         rows = window_rows(windows)
 
         @pipeline_def
@@ -143,7 +117,7 @@ def test_the_graph_picks_the_same_windows_as_its_numpy_twin(tmp_path):
 def test_more_tries_keep_fewer_large_windows():
     # on a square image a window of area a fits only if a <= min(r, 1 / r): shrinking keeps the
     # large draws large, rejection draws again (torchvision), so the mean area drops
-    windows = {t: _planner(scale=(0.08, 1.0), tries=t).draw(0, 0, np.tile([64, 64], (4000, 1))) for t in (1, 10)}
+    windows = {t: _planner(scale=(0.08, 1.0), tries=t).draw(0, 0, 4000) for t in (1, 10)}
     hw = np.tile([100, 100], (4000, 1))
     area = {t: np.prod(relative_window(w, hw)[1], axis=1).mean() for t, w in windows.items()}
     assert area[10] < area[1] - 0.02

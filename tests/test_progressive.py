@@ -35,7 +35,16 @@ def test_loader_yields_each_epochs_size(colour_folder):
     assert shapes == [{(24, 24)}, {(24, 24)}, {(32, 32)}, {(40, 40)}]
 
 
-def test_progressive_resizing_and_mixing_are_refused_together(colour_folder):
-    with pytest.raises(UserError, match="progressive resizing"):
-        TrainLoader(colour_folder, 8, 48, mix=MixConfig(enabled=True, k=4, target_speedup=1.6),
-                    device="cpu", min_image_size=24)
+def test_mixing_on_progressive_resizing_needs_a_budget_of_its_own(colour_folder):
+    """The resize schedule is itself matched to progressive resizing's cost: refused with it.
+    A budget of its own (here x1.6, linear) mixes on progressive resizing's canvas."""
+    with pytest.raises(UserError, match="min_image_size=24 .* schedule 'resize'"):
+        TrainLoader(colour_folder, 8, 48, mix=MixConfig(enabled=True, k=4), device="cpu", min_image_size=24,
+                    epochs=4)
+    loader = TrainLoader(colour_folder, 8, 48, mix=MixConfig(enabled=True, k=4, target_speedup=1.6),
+                         device="cpu", min_image_size=24, epochs=4)
+    loader.set_epoch(1)
+    batch = next(iter(loader))
+    side = loader.data.image_size_at(1, 4)
+    assert side < 48 and tuple(batch.images.shape[-2:]) == (side, side)
+    assert loader.plan().n_mixed_samples > 0 and (batch.boxes[..., 2:].amax() <= side).all()

@@ -391,29 +391,6 @@ def test_mix_loss_rejects_mismatched_shapes(logits, labels):
         mix_loss(logits, labels, labels >= 0, torch.ones(labels.shape))
 
 
-def test_composite_norm_keeps_each_constituent_at_a_plain_samples_weight():
-    """norm="composite": sum over constituents / B, so with B composites holding m
-    constituents the loss is m / B times the constituent mean; equal for an unmixed batch."""
-    torch.manual_seed(0)
-    logits = torch.randn(3, 4, 5)
-    labels = torch.tensor([[1, 2, 3, 4], [0, -1, -1, -1], [2, 3, -1, -1]])
-    mask = labels >= 0
-    areas = mask.float() / mask.sum(1, keepdim=True)
-    mean, per = mix_loss(logits, labels, mask, areas)
-    summed, per2 = mix_loss(logits, labels, mask, areas, norm="composite")
-    torch.testing.assert_close(summed, mean * mask.sum() / 3)
-    torch.testing.assert_close(per, per2)
-    one = mask[:, :1]
-    a, _ = mix_loss(logits[:, :1], labels[:, :1].clamp_min(0), one, one.float())
-    b, _ = mix_loss(logits[:, :1], labels[:, :1].clamp_min(0), one, one.float(), norm="composite")
-    torch.testing.assert_close(a, b)
-    soft, _ = mix_loss(logits[:, 0], labels, mask, areas)
-    soft_sum, _ = mix_loss(logits[:, 0], labels, mask, areas, norm="composite")
-    assert soft_sum > soft  # composites of several constituents weigh more
-    with pytest.raises(UserError, match="norm='x'"):
-        mix_loss(logits, labels, mask, areas, norm="x")
-
-
 # ------------------------------------------------------------------ constituents kept apart
 
 def _grid_batch(seed: int = 0):

@@ -92,6 +92,10 @@ BAD_INPUTS = [
     (["--batch-size", "0"], "batch_size=0 must be >= 1"),
     (["--arch", "resnet19"], "resnet19"),
     (["--resume"], "no checkpoint"),
+    (["--prune", "1.6", "--mix-k", "4"], "--prune 1.6 and --mix-k 4 are alternatives"),
+    (["--min-image-size", "8"], "min_image_size=8 must be in [16, image_size=32]"),
+    (["--min-image-size", "16", "--mix-k", "4"], "give mix fraction"),
+    (["--val-size", "8"], "val_size=8 is too small"),
 ]
 
 
@@ -176,9 +180,10 @@ def test_mix_flags_without_mix_k_are_said_to_do_nothing(capsys):
 
 
 @pytest.mark.slow
-def test_demo_shows_baseline_mixtrain_and_training_less_side_by_side(tmp_path, capsys):
-    """`mixtrain demo --quick --data DIR`: three runs, the third trained for as many epochs as fit
-    in MixTrain's measured time, one table and the accuracy-vs-time plot."""
+def test_demo_shows_each_methods_curve_against_training_time(tmp_path, capsys):
+    """`mixtrain demo --quick --data DIR`: baseline, progressive resizing and MixTrain, each at
+    E/2 and E epochs; the tables give each method's gain over the others at equal time and its
+    time to the full baseline's accuracy, and the plot draws the curves."""
     from mixtrain_dali.demo import QUICK_DATA
     from mixtrain_dali.synthetic import make_synthetic
 
@@ -187,10 +192,14 @@ def test_demo_shows_baseline_mixtrain_and_training_less_side_by_side(tmp_path, c
     assert main(["demo", "--quick", "--data", str(data), "--out", str(out), "--device", "cpu",
                  "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert {"baseline", "mixtrain", "train_less"} <= set(summary)
-    assert 1 <= summary["train_less"]["epochs"] <= summary["baseline"]["epochs"]
+    for name in ("baseline", "progressive", "mixtrain"):
+        assert summary[name]["0.5E"]["epochs"] == 2 and summary[name]["1E"]["epochs"] == 3
+        assert set(summary["compare"][name]) >= {"time_to_baseline_s"}
+    assert summary["compare"]["baseline"]["time_to_baseline_s"] <= summary["baseline"]["1E"]["wall_time_s"]
+    assert summary["compare"]["mixtrain"]["baseline"]["seeds"] == 1
     table = (out / "summary.md").read_text()
-    assert "| train_less |" in table and (out / "demo.png").stat().st_size > 0
+    assert "| mixtrain | 1E | 3 |" in table and "vs progressive resizing" in table
+    assert (out / "demo.png").stat().st_size > 0
     assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "has no train/ folder" in capsys.readouterr().err
 
@@ -206,28 +215,36 @@ def test_train_with_constituents_apart_mixes_and_learns(small_data, tmp_path):
     assert all(r["train_loss"] == r["train_loss"] for r in rows)  # finite, not NaN
 
 
-def test_ladder_trains_with_composites_of_two_sizes_at_the_planned_cost(small_data, tmp_path):
-    """--mix-ladder end to end: k = 4 and k = 2 composites (and unmixed samples) in one
-    epoch go through the loader, the apart forward and record(); each epoch's plan costs
-    what the controller's ladder says (progressive resizing's cost)."""
-    from mixtrain_dali.controller import MixController
-
-    out = tmp_path / "ladder"
+def test_mixing_on_progressive_resizing_trains_on_each_epochs_canvas(small_data, tmp_path):
+    """--min-image-size with --mix-k and a fraction, end to end: the canvas grows with the
+    ramp, mixing epochs tile that canvas (fewer composites than samples, steps kept), and
+    every epoch validates at --val-size."""
+    out = tmp_path / "prog_mix"
     assert main(["train", "--data", str(small_data), "--epochs", "4", "--batch-size", "16",
-                 "--image-size", "64", "--out", str(out), "--mix-k", "4", "--mix-ladder",
+                 "--image-size", "64", "--min-image-size", "32", "--mix-k", "4", "--mix-fraction", "0.5",
+                 "--val-size", "72", "--out", str(out),
                  *[a for a in FAST if a not in ("--image-size", "32")]]) == 0
     rows = read_metrics(out)
     config = load_config(out / "config.toml")
-    assert config.mix.ladder and config.mix.schedule == "resize"
-    ctl = MixController(config.mix, rows[0]["samples"], (64, 64), epochs=4)
-    rungs = [dict(ctl.ladder_at(e)) for e in range(4)]
-    assert any(2 in r and 4 in r for r in rungs)  # some epoch mixes both sizes
-    for row, r in zip(rows, rungs):
-        mixed = row["samples"] * sum(s for k, s in r.items() if k > 1)
-        assert abs(row["mixed_samples"] - mixed) <= 6  # whole groups of 2 or 4
-        composites = sum(row["samples"] * s / k for k, s in r.items())
-        assert abs(row["composites"] - composites) <= 3
-        assert row["train_loss"] == row["train_loss"]  # finite, not NaN
+    assert (config.data.min_image_size, config.data.val_size, config.mix.schedule) == (32, 72, "linear")
+    assert [r["image_size"] for r in rows] == [config.data.image_size_at(e, 4) for e in range(4)]
+    assert rows[0]["image_size"] == 32 and rows[-1]["image_size"] == 64
+    # epoch 1 is the warm-up (a budget of its own: the linear schedule's defaults), the last unmixed
+    assert rows[0]["mixed_samples"] == rows[-1]["mixed_samples"] == 0
+    assert rows[1]["mixed_samples"] > 0 and rows[1]["composites"] < rows[1]["samples"]
+    assert len({r["steps"] for r in rows}) == 1  # keep_steps: the unmixed step count
+    assert all(r["train_loss"] == r["train_loss"] and "val_top1" in r for r in rows)
+
+
+def test_prune_flag_and_val_interval(small_data, tmp_path):
+    out = tmp_path / "prune"
+    assert main(["train", "--data", str(small_data), "--epochs", "3", "--batch-size", "16", "--prune", "1.6",
+                 "--val-interval", "0", "--out", str(out), *FAST]) == 0
+    config = load_config(out / "config.toml")
+    assert (config.mix.method, config.mix.target_speedup, config.mix.enabled) == ("prune", 1.6, True)
+    rows = read_metrics(out)
+    assert ["val_top1" in r for r in rows] == [False, False, True]  # the last epoch only
+    assert rows[1]["samples"] < rows[0]["samples"]  # a pruning epoch skips samples
 
 
 def test_isolate_with_a_model_without_region_pooling_says_so_and_trains(small_data, tmp_path, capsys):
