@@ -68,8 +68,10 @@ class DataConfig:
     device: str = "auto"             # auto | cpu | gpu (DALI decode and augment)
     threads: int = 0                 # DALI CPU threads; 0 = min(cores, 8)
     prefetch: int = 2                # DALI prefetch queue depth
-    read: str = "graph"              # train files: graph (fn.io.file.read in the DALI graph) | ahead
-                                     # (read prefetch + 1 batches ahead on host threads; readahead.py)
+    read: str = "ahead"              # train files: ahead (read prefetch + 1 batches ahead on host
+                                     # threads; readahead.py; 1.06x the loader's images/s on 2 CPU
+                                     # cores, results/loader_throughput_cpu.md) | graph
+                                     # (fn.io.file.read in the DALI graph)
     min_image_size: int | None = None  # progressive resizing (FFCV-style): train crop starts here ...
     resize_ramp: list[float] = field(default_factory=lambda: [0.0, 0.75])  # ... and grows to image_size
                                      # linearly between these fractions of the epochs
