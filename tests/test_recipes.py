@@ -19,7 +19,8 @@ def test_every_documented_recipe_exists():
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_recipe_loads_and_builds_its_model(path):
     config = load_config(path)
-    assert config.mix.enabled and config.mix.active
+    # every recipe speeds training up: mixing, or progressive resizing (one flag instead)
+    assert (config.mix.enabled and config.mix.active) or config.data.min_image_size is not None
     model = build_model(config.train.arch, 10, config.data.image_size, stem=config.train.stem)
     assert sum(p.numel() for p in model.parameters()) > 0
 
@@ -29,6 +30,14 @@ def test_demo_recipe_file_equals_the_demo_code():
 
     path = Path(__file__).parents[1] / "pipelines" / "demo.toml"
     assert load_config(path).to_dict() == Config.from_dict(DEMO_RECIPE).to_dict()
+
+
+def test_the_progressive_recipe_is_the_resnet50_one_with_resolution_flags_instead_of_mixing():
+    p = load_config(Path(__file__).parents[1] / "pipelines" / "imagenet_resnet50_progressive.toml")
+    m = load_config(Path(__file__).parents[1] / "pipelines" / "imagenet_resnet50.toml")
+    assert not p.mix.enabled and (p.data.min_image_size, p.data.val_size, p.data.val_resize) == (160, 256, 293)
+    assert p.data.image_size_at(0, 90) == 160 and p.data.image_size_at(89, 90) == 224
+    assert {k: v for k, v in vars(p.train).items() if k != "out"} == {k: v for k, v in vars(m.train).items() if k != "out"}
 
 
 def test_cli_flags_override_the_recipe(tmp_path):
