@@ -84,3 +84,26 @@ def test_block_extraction_and_substitution():
     assert code == "root = 'b'\nepochs = 3\nprint(root)\n"
     with pytest.raises(AssertionError, match="one `image_size = ...` line"):
         substitute(blocks[0][2], {"image_size": "32"})
+
+
+def test_the_readme_table_names_every_mix_field_and_no_retired_one():
+    """One table of every [mix] field (its default, what it does, its measured effect); the
+    knobs that measured no gain are gone from the package, the CLI and the table's rows."""
+    import dataclasses
+
+    from mixtrain_dali.cli import build_parser
+    from mixtrain_dali.config import Config, MixConfig
+    from mixtrain_dali.errors import UserError
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    named = {name for line in rows for name in re.findall(r"`(\w+)`", line.split("|")[1])}
+    fields = {f.name for f in dataclasses.fields(MixConfig)}
+    assert fields <= named, f"not in the README's [mix] table: {sorted(fields - named)}"
+    retired = ("tile_aspect", "tile_scale", "loss_norm", "lr_scale", "ladder")
+    assert not set(retired) & fields
+    for key in retired:
+        with pytest.raises(UserError, match=f"unknown key '{key}'"):
+            Config.from_dict({"mix": {key: 1}})
+    flags = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "--mix-ladder" not in flags and "--mix-tile-scale" not in flags and "--mix-loss-norm" not in flags
