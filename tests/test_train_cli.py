@@ -196,7 +196,14 @@ def test_demo_shows_each_methods_curve_against_training_time(tmp_path, capsys):
         assert summary[name]["0.5E"]["epochs"] == 2 and summary[name]["1E"]["epochs"] == 3
         assert set(summary["compare"][name]) >= {"time_to_baseline_s"}
     assert summary["compare"]["baseline"]["time_to_baseline_s"] <= summary["baseline"]["1E"]["wall_time_s"]
-    assert summary["compare"]["mixtrain"]["baseline"]["seeds"] == 1
+    # the gain at equal time is the curves' (None where the two curves do not overlap in time,
+    # which on a quick run depends on the machine's speed)
+    from mixtrain_dali import curves
+
+    def pts(name):
+        return [{"seed": 0, "train_time_s": b["wall_time_s"], "val_top1": b["val_top1"]}
+                for b in summary[name].values()]
+    assert summary["compare"]["mixtrain"]["baseline"] == curves.gain(pts("mixtrain"), pts("baseline"))
     table = (out / "summary.md").read_text()
     assert "| mixtrain | 1E | 3 |" in table and "vs progressive resizing" in table
     assert (out / "demo.png").stat().st_size > 0
