@@ -40,7 +40,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 import common  # noqa: E402  (benchmarks/common.py)
-from mixtrain_dali.curves import gain, time_to_reach  # noqa: E402
+from mixtrain_dali.curves import budget_epochs, gain, time_to_reach  # noqa: E402
 
 NAME = "accuracy_budget"
 METHODS = {
@@ -148,8 +148,7 @@ def method_recipes(base: dict, speedup: float = 1.6, mix_fraction: float = 0.5) 
 
 def at_budget(recipe: dict, budget: float) -> dict:
     """`recipe` trained for round(budget x E) epochs (at least 1): its schedule ends there."""
-    epochs = max(1, round(recipe["train"]["epochs"] * budget))
-    return {**recipe, "train": {**recipe["train"], "epochs": epochs}}
+    return {**recipe, "train": {**recipe["train"], "epochs": budget_epochs(recipe["train"]["epochs"], budget)}}
 
 
 # -- curves (mixtrain_dali/curves.py: interp, gain, time_to_reach) ----------------------------

@@ -300,6 +300,16 @@ def ideal_speedup(k: int, fraction: float) -> float:
     return 1.0 / (1.0 - fraction + fraction / k)
 
 
+def check_mixing_on_progressive(min_image_size: int | None, mix: MixConfig) -> None:
+    """Mixing on top of progressive resizing needs a budget of its own: the resize schedule
+    is itself matched to progressive resizing's cost (Config and TrainLoader check it)."""
+    _check(not (min_image_size is not None and mix.pastes and mix.schedule == "resize"),
+           f"min_image_size={min_image_size} (progressive resizing) with mix schedule 'resize': "
+           "that schedule is itself matched to progressive resizing's cost; on top of progressive "
+           "resizing, mixing needs a budget of its own: give mix fraction (e.g. 0.5, decaying "
+           "linearly) or target_speedup, or drop min_image_size")
+
+
 @dataclass
 class TrainConfig:
     arch: str = "resnet18"
@@ -337,11 +347,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        _check(not (self.data.min_image_size is not None and self.mix.pastes and self.mix.schedule == "resize"),
-               f"min_image_size={self.data.min_image_size} (progressive resizing) with mix schedule 'resize': "
-               "that schedule is itself matched to progressive resizing's cost; on top of progressive "
-               "resizing, mixing needs a budget of its own: give mix fraction (e.g. 0.5, decaying "
-               "linearly) or target_speedup, or drop min_image_size")
+        check_mixing_on_progressive(self.data.min_image_size, self.mix)
         _check(not (self.data.mixes_labels and self.mix.pastes),
                f"mixup_alpha={self.data.mixup_alpha} / cutmix_alpha={self.data.cutmix_alpha} cannot be "
                f"combined with MixTrain mixing (k={self.mix.k}): a composite's constituents each have "

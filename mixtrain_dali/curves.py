@@ -16,6 +16,12 @@ from pathlib import Path
 import numpy as np
 
 
+def budget_epochs(epochs: int, budget: float) -> int:
+    """The epochs a method trains at `budget` (a fraction of E = `epochs`): round(budget x E),
+    at least 1; its schedule then ends there, as budgeted training wants."""
+    return max(1, round(epochs * budget))
+
+
 def interp(points, t: float) -> float | None:
     """The piecewise-linear curve through `points` ((time, top-1), any order) at time `t`;
     None outside its time range or with fewer than two points."""

@@ -66,7 +66,7 @@ def demo_configs(epochs: int | None = None, quick: bool = False,
 def at_budget(config: Config, budget: float) -> Config:
     """`config` trained for round(budget x E) epochs, at least 1 (its schedule ends there)."""
     d = config.to_dict()
-    d["train"]["epochs"] = max(1, round(config.train.epochs * budget))
+    d["train"]["epochs"] = curves.budget_epochs(config.train.epochs, budget)
     return Config.from_dict(d)
 
 

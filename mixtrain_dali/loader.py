@@ -30,7 +30,7 @@ import torch
 from .augment import Augment
 # heads_to_torch re-exported: `from mixtrain_dali.loader import heads_to_torch` keeps working
 from .batches import BatchOutput, MixBatch, heads_to_torch  # noqa: F401
-from .config import Config, DataConfig, MixConfig
+from .config import Config, DataConfig, MixConfig, check_mixing_on_progressive
 from .controller import MixController
 from .dataloader_compat import FolderDataset, LoaderSampler
 from .dataset import ImageFolderIndex, scan_image_folder
@@ -183,10 +183,7 @@ class TrainLoader(_FolderAttributes):
         self.augment = Augment.from_config(self.data, augment)  # or None: the plain graph
         self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
-        if min_image_size is not None and self.mix.pastes and self.mix.schedule == "resize":
-            raise UserError(f"min_image_size={min_image_size} (progressive resizing) with mix schedule "
-                            "'resize', which is itself matched to progressive resizing's cost: give the "
-                            "mixing a budget of its own (MixConfig fraction or target_speedup)")
+        check_mixing_on_progressive(min_image_size, self.mix)
         if not shuffle and self.mix.active:
             raise UserError("shuffle=False is for plain loading: mixing and pruning choose their "
                             "samples at random every epoch; turn mixing off or keep shuffle=True")

@@ -272,8 +272,7 @@ def _run(config: Config, data: Path, out_dir: Path, resume: bool, progress: bool
                                threads=config.data.threads, classes=train_index.classes,
                                bad_files=out_dir / BAD_FILES, validate=check_files)
 
-    model = build_model(t.arch, len(train_index.classes), config.data.image_size, stem=t.stem)
-    model = (adapt_model(model) if t.region_pooling else SoftTargetModel(model)).to(dev)
+    model = _model(config, len(train_index.classes)).to(dev)
     isolate = config.mix.isolate and config.mix.pastes
     if isolate and not model.can_isolate:
         isolate = False
@@ -485,17 +484,22 @@ def evaluate_run(out_dir: str | os.PathLike, data: str | os.PathLike, val_size: 
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     config = Config.from_dict(ckpt["config"], source=str(ckpt_path))
     d, t = config.data, config.train
-    val_size = DataConfig(image_size=d.image_size, val_size=val_size, val_resize=val_resize).val_size
-    val_resize = val_resize or int(round(val_size * 256 / 224))
-    loader = ValLoader(data / "val", d.batch_size, val_size, val_resize, device=d.device, threads=d.threads,
+    v = DataConfig(image_size=d.image_size, val_size=val_size, val_resize=val_resize)  # its checks and default
+    loader = ValLoader(data / "val", d.batch_size, v.val_size, v.val_resize, device=d.device, threads=d.threads,
                        classes=scan_image_folder(data / "train").classes, validate=False)
-    model = build_model(t.arch, len(loader.classes), d.image_size, stem=t.stem)
-    model = adapt_model(model) if t.region_pooling else SoftTargetModel(model)
+    model = _model(config, len(loader.classes))
     model.load_state_dict(ckpt["model"])
     model = model.to(loader.torch_device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return evaluate(model, loader, amp=loader.torch_device.type == "cuda" and t.amp)
+
+
+def _model(config: Config, num_classes: int) -> torch.nn.Module:
+    """The run's model as training builds it: region pooling, or one soft target per composite."""
+    t = config.train
+    model = build_model(t.arch, num_classes, config.data.image_size, stem=t.stem)
+    return adapt_model(model) if t.region_pooling else SoftTargetModel(model)
 
 
 @torch.no_grad()
