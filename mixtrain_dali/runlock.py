@@ -17,10 +17,15 @@ relied on:
    naming the holder), unless it is stale: on this host (same host name and boot id) when
    its pid is gone, a zombie, or now a later process; on another host when its heartbeat
    is older than STALE_AFTER_S (clocks of nodes may differ by seconds, not minutes).
-4. Taking over a stale lock: it is renamed to a unique name (only one of several racing
-   processes can), and taken over only if the renamed file is still the record judged
-   stale (else it is put back); then step 1 again. One warning line says whose it was and
-   why it is taken to be dead.
+4. Taking over a stale lock: only the holder of the take-over mutex
+   (`OUT/.mixtrain.lock.takeover`, made as in step 1) removes a lock, and only if the
+   lock's bytes are still the record judged stale; then step 1 again, where one of the
+   racing processes wins and the others see a live lock. No other process ever removes
+   or moves a lock it does not hold, so a lock just taken is never touched, however the
+   contenders interleave. The mutex is held for a read and an unlink; one left by a
+   process that died in between is cleared when that process is gone (this host) or
+   after STALE_AFTER_S (another host). One warning line says whose lock it was and why
+   it is taken to be dead.
 5. Releasing it (also when the run fails): the thread stops, the lock is removed if it is
    still this run's. `verify()` (every epoch, before writing) stops a run whose lock was
    taken over or removed meanwhile.
@@ -139,8 +144,9 @@ class RunLock:
         self._info = {"host": self.host, "boot_id": self.boot_id, "pid": os.getpid(),
                       "proc_start": stat[1] if stat else None, "started": now, "heartbeat": now,
                       "token": uuid.uuid4().hex, "argv": " ".join(sys.argv)[:200]}
-        for _ in range(5):  # a few rounds: each one either takes it, refuses, or clears a stale one
-            if self._create():
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:  # each round takes it, refuses, or clears a stale one
+            if self._create(self.path):
                 self.token = self._info["token"]
                 self._lost = None
                 self._stop.clear()
@@ -167,8 +173,9 @@ class RunLock:
             data = json.dumps(self._info).encode()
         return data + b" " * (_RECORD_BYTES - 1 - len(data)) + b"\n"
 
-    def _create(self) -> bool:
-        """Step 1: the record, whole, under the lock's name if nothing is there."""
+    def _create(self, path: Path) -> bool:
+        """Step 1: the record, whole, under `path` (the lock or the take-over mutex) if
+        nothing is there."""
         tmp = self.out_dir / f"{LOCK_NAME}.{self._info['token']}.tmp"
         data = self._encode()
         try:
@@ -182,14 +189,14 @@ class RunLock:
         finally:
             os.close(fd)
         try:
-            os.link(tmp, self.path)
+            os.link(tmp, path)
             return True
         except FileExistsError:
             return False
         except OSError:
             if os.stat(tmp).st_nlink == 2:  # NFS: the link was made, its reply was lost
                 return True
-            return self._create_exclusive(data)  # no hard links on this file system
+            return self._create_exclusive(path, data)  # no hard links on this file system
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -197,9 +204,9 @@ class RunLock:
         return UserError(f"--out {str(self.out_dir)!r}: cannot write there ({e.strerror}); give a "
                          "directory you can write to")
 
-    def _create_exclusive(self, data: bytes) -> bool:
+    def _create_exclusive(self, path: Path, data: bytes) -> bool:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
         try:
@@ -209,14 +216,15 @@ class RunLock:
             os.close(fd)
         return True
 
-    def _read(self) -> tuple[dict, bytes, float] | None:
-        """The lock's (record, bytes, mtime); None if it is gone. A record that does not parse
-        is read again a few times (an O_EXCL create is written after it appears); {} if it
-        never does."""
+    def _read(self, path: Path | None = None) -> tuple[dict, bytes, float] | None:
+        """The lock's (or `path`'s) (record, bytes, mtime); None if it is gone. A record that
+        does not parse is read again a few times (an O_EXCL create is written after it
+        appears); {} if it never does."""
+        path = self.path if path is None else path
         for attempt in range(4):
             try:
-                raw = self.path.read_bytes()
-                mtime = os.stat(self.path).st_mtime
+                raw = path.read_bytes()
+                mtime = os.stat(path).st_mtime
             except FileNotFoundError:
                 return None
             try:
@@ -262,25 +270,44 @@ class RunLock:
                 f"over once its heartbeat is {self.stale_after_s:.0f} s old)")
 
     def _take_over(self, info: dict, raw: bytes, why: str) -> None:
-        """Step 4: move the stale lock aside, if it is still the one judged stale."""
-        aside = self.out_dir / f"{LOCK_NAME}.{self._info['token']}.stale"
+        """Step 4: remove the stale lock, holding the take-over mutex, if the lock is still the
+        record `raw` judged stale (a contender's old read never removes a lock taken since)."""
+        mutex = self.path.with_name(LOCK_NAME + ".takeover")
+        if not self._create(mutex):
+            self._clear_dead_mutex(mutex)
+            time.sleep(0.005 + 0.02 * (uuid.uuid4().int % 100) / 100)  # its holder is mid-way
+            return
         try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return  # another process moved or released it first
-        try:
-            if aside.read_bytes() != raw:  # a new lock (or a live heartbeat) since: put it back
-                try:
-                    os.link(aside, self.path)
-                except FileExistsError:
-                    pass  # yet another lock: its holder's and ours are sorted out next round
-                except OSError:  # no hard links here
-                    if not self.path.exists():
-                        os.rename(aside, self.path)
-                return
+            held = self._read()
+            if held is None or held[1] != raw:
+                return  # released, or taken since: the next round sees which
+            self.path.unlink()
             self.took_over = info
             log.warning("taking over the run lock of %s: it was held by %s, but %s", self.out_dir,
                         describe_holder(info), why)
+        finally:
+            mine = self._read(mutex)
+            if mine is not None and mine[0].get("token") == self._info["token"]:
+                mutex.unlink(missing_ok=True)
+
+    def _clear_dead_mutex(self, mutex: Path) -> None:
+        """A take-over mutex left by a process that died holding it (it is held for a read and an
+        unlink): removed when that process is gone, by the same rules as a lock. Moved aside
+        first and put back if it changed meanwhile, so of racing clearers one removes it."""
+        held = self._read(mutex)
+        if held is None or self._stale(held[0], held[2]) is None:
+            return
+        aside = self.out_dir / f"{LOCK_NAME}.{self._info['token']}.stale"
+        try:
+            os.rename(mutex, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if aside.read_bytes() != held[1]:  # a live take-over's mutex: put it back
+                try:
+                    os.link(aside, mutex)
+                except OSError:
+                    pass  # another mutex meanwhile, or no hard links: its holder finishes anyway
         finally:
             aside.unlink(missing_ok=True)
 
