@@ -36,6 +36,7 @@ from .dataloader_compat import FolderDataset, LoaderSampler
 from .dataset import ImageFolderIndex, scan_image_folder
 from .errors import UserError
 from .feed import Feed, plan_source, probe, window_sizes
+from .losses import LossTable
 from .manifest import manifest_path
 from .pipelines import resolve_device, val_pipeline
 from .plan import EpochPlan
@@ -198,16 +199,10 @@ class TrainLoader(_FolderAttributes):
         self.mixing = self.mix.active        # MixBatch out, losses recorded
         self.pastes = self.mix.pastes        # composites tiled in the DALI graph
         self.epoch = 0
-        # loss table: slot N absorbs the padded constituents' writes (no masking, no sync)
-        self.losses = torch.full((n + 1,), float("nan"), device=self.torch_device)
-        self.mixed = torch.zeros(n + 1, dtype=torch.bool, device=self.torch_device)
-        self._updated = torch.zeros(n + 1, dtype=torch.bool, device=self.torch_device)
-        self.host_losses = np.full(n, np.nan, np.float32)
-        self.host_mixed = np.zeros(n, bool)
+        self.loss_table = LossTable(n, self.torch_device)  # losses.py
         self.excluded = np.zeros(n, bool)
         self._plan: EpochPlan | None = None
         self._batches: list[np.ndarray] | None = None
-        self._warned_no_record = False
         self.bad_files = BadFileLog(bad_files)
         watch = None
         # what the start-up check did: files checked now, and the manifest that keeps the verdicts
@@ -281,7 +276,8 @@ class TrainLoader(_FolderAttributes):
         """The plan of the epoch about to be (or being) iterated; planned once per epoch."""
         if self._plan is None:
             self.sync_losses()
-            self._warn_if_nothing_recorded()
+            if self.mixing and self.epoch > 0 and self.controller.is_mixing_epoch(self.epoch):
+                self.loss_table.warn_if_never_recorded(self.epoch, self.controller.config)
             self._sync_excluded()
             self._plan = self.controller.plan(self.epoch, self.host_losses, self.host_mixed, self.excluded)
             if not self.shuffle:
@@ -320,45 +316,33 @@ class TrainLoader(_FolderAttributes):
         """The files `dataset` covers: all but the bad ones left out."""
         return ~self.excluded
 
-    def _warn_if_nothing_recorded(self) -> None:
-        """Once: a loop that never calls record() leaves the controller blind. Said only where
-        a loss is needed: random selection with equal shares (the defaults) mixes as planned."""
-        if (self.mixing and self.epoch > 0 and self.controller.is_mixing_epoch(self.epoch)
-                and not self._warned_no_record and np.isnan(self.host_losses).all()):
-            lost = _what_needs_losses(self.controller.config)
-            if lost:
-                self._warned_no_record = True
-                log.warning("epoch %d: no loss was ever recorded, so %s: call loader.record(batch, "
-                            "per_constituent_losses) every step (see mix_loss)", self.epoch, lost)
-
-    # -- feedback -----------------------------------------------------------------------
+    # -- feedback (the loss table, losses.py) --------------------------------------------
     def record(self, batch: MixBatch, per_constituent_losses: torch.Tensor) -> None:
         """Store each constituent's loss in the device loss table (asynchronous: no sync)."""
-        n = self.num_samples
-        ids = torch.where(batch.mask, batch.sample_ids, n).reshape(-1)
-        self.losses.index_put_((ids,), per_constituent_losses.detach().float().reshape(-1))
-        in_composite = (batch.mask.sum(1, keepdim=True) > 1).expand_as(batch.mask).reshape(-1)
-        self.mixed.index_put_((ids,), in_composite)
-        self._updated.index_fill_(0, ids, True)
+        self.loss_table.record(batch.sample_ids, batch.mask, per_constituent_losses)
 
     def sync_losses(self) -> None:
         """Fold the losses recorded since the last call into the host table (one all-reduce under
         DDP, one device->host copy); all ranks end identical. Called when an epoch is planned."""
-        losses, mixed, updated = self.losses, self.mixed, self._updated
-        if self.world_size > 1 and torch.distributed.is_initialized():
-            packed = torch.stack([torch.where(updated, losses, 0.0).nan_to_num(0.0),
-                                  updated.float(), (mixed & updated).float()])
-            torch.distributed.all_reduce(packed)
-            count = packed[1]
-            got = count > 0
-            losses = torch.where(got, packed[0] / count.clamp(min=1), losses)
-            mixed = torch.where(got, packed[2] > 0, mixed)
-            self.losses.copy_(losses)
-            self.mixed.copy_(mixed)
-        host = torch.stack([self.losses[:-1], self.mixed[:-1].float()]).cpu().numpy()
-        self.host_losses = host[0].astype(np.float32)
-        self.host_mixed = host[1] > 0.5
-        self._updated.zero_()
+        self.loss_table.sync(self.world_size)
+
+    @property
+    def losses(self) -> torch.Tensor:
+        """The device loss table (slot `num_samples` takes the padding's writes)."""
+        return self.loss_table.losses
+
+    @property
+    def host_losses(self) -> np.ndarray:
+        """Every sample's latest loss as of the last sync (NaN: never seen)."""
+        return self.loss_table.host_losses
+
+    @host_losses.setter
+    def host_losses(self, value) -> None:
+        self.loss_table.host_losses = np.asarray(value, np.float32)
+
+    @property
+    def host_mixed(self) -> np.ndarray:
+        return self.loss_table.host_mixed
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self):
@@ -445,12 +429,8 @@ class TrainLoader(_FolderAttributes):
                 f"{len(state['data']['classes'])} classes) than {str(self.index.root)!r} "
                 f"({len(self.index)} samples, {len(self.index.classes)} classes)")
         self.epoch = int(state["epoch"])
-        self.host_losses = np.asarray(state["losses"], np.float32)
-        self.host_mixed = np.asarray(state["mixed"], bool)
+        self.loss_table.load(state["losses"], state["mixed"])
         self.excluded = np.asarray(state["excluded"], bool) | self.excluded  # and what is bad now
-        self.losses[:-1] = torch.as_tensor(self.host_losses, device=self.torch_device)
-        self.mixed[:-1] = torch.as_tensor(self.host_mixed, device=self.torch_device)
-        self._updated.zero_()
         self._plan = self._batches = None
 
 
@@ -585,18 +565,3 @@ class ValLoader(_FolderAttributes):
             # each on the loader's device (on a GPU, DALI's labels are on it too, val_pipeline)
             yield images.to(self.torch_device), labels_out.to(self.torch_device)
 
-
-def _what_needs_losses(c) -> str:
-    """What a run of MixConfig `c` loses when no loss is ever recorded ('' for nothing)."""
-    if c.method == "prune":
-        return "nothing can be pruned (pruning drops low-loss samples)"
-    if c.selection == "loss":
-        return "nothing can be mixed (selection='loss' mixes samples at most the mean loss)"
-    lost = []
-    if c.selection == "lowest":
-        lost.append("selection='lowest' picks at random")
-    if c.gamma > 0:
-        lost.append(f"area shares stay equal (gamma={c.gamma:g} has no loss to weigh)")
-    if c.self_correct:
-        lost.append("self-correction never unmixes a sample")
-    return ", ".join(lost)

@@ -227,7 +227,7 @@ def test_colour_identity_helper_is_unambiguous():
 def test_a_loop_that_never_records_is_told_once_what_it_loses(mix, said, colour_folder, caplog):
     mix = MixConfig(enabled=True, k=2, **mix)
     loader = TrainLoader(colour_folder, 4, 32, mix=mix, epochs=4, device="cpu", threads=1)
-    with caplog.at_level("WARNING", logger="mixtrain_dali.loader"):
+    with caplog.at_level("WARNING", logger="mixtrain_dali.losses"):
         for _ in range(3):
             for _batch in loader:
                 pass
