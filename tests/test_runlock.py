@@ -161,9 +161,11 @@ def test_racing_take_overs_leave_exactly_one_holder(tmp_path, round_):
     assert [p.name for p in out.iterdir()] == []  # nothing left aside
 
 
-def test_an_old_read_of_a_stale_lock_never_removes_the_lock_taken_since(tmp_path):
+def test_an_old_read_of_a_stale_lock_never_removes_the_lock_taken_since(tmp_path, monkeypatch):
     """The interleaving that once gave two holders: A reads the stale lock, B takes it over and
-    holds it, then A acts on its old read; B's lock must stay, and A is refused."""
+    holds it, then A acts on its old read while C tries to create the lock after every file
+    operation A makes. B's lock must stay where it is and C must never get one (before: A
+    moved B's lock aside, C's link then succeeded and A deleted B's lock)."""
     out = tmp_path / "run"
     _plant(out, heartbeat=time.time() - STALE_AFTER_S - 60)
     a, b = RunLock(out), RunLock(out)
@@ -171,14 +173,35 @@ def test_an_old_read_of_a_stale_lock_never_removes_the_lock_taken_since(tmp_path
     why = a._stale(info, mtime)
     assert why is not None
     b.acquire()
-    a._info = {**b._info, "token": uuid.uuid4().hex, "pid": os.getpid()}  # A's own record
+    a._info = {**b._info, "token": uuid.uuid4().hex}  # A's own record
+
+    c_record = tmp_path / "c-record"
+    c_record.write_text(json.dumps({**b._info, "token": "c"}))
+    real = {name: getattr(os, name) for name in ("rename", "unlink", "link")}
+    c_got_it = []
+
+    def then_c_tries(name):
+        def op(*args, **kwargs):
+            try:
+                return real[name](*args, **kwargs)
+            finally:
+                try:  # another process creating the lock right after A's operation
+                    real["link"](c_record, out / LOCK_NAME)
+                    c_got_it.append(name)
+                except FileExistsError:
+                    pass
+        return op
+
+    for name in real:
+        monkeypatch.setattr(os, name, then_c_tries(name))
     a._take_over(info, raw, why)  # A acting on its old read
+    monkeypatch.undo()
+    assert not c_got_it
     assert json.loads((out / LOCK_NAME).read_text())["token"] == b.token
     assert a.took_over is None
-    with pytest.raises(UserError, match="in use by another run"):
-        RunLock(out).acquire()
     b.verify()
     b.release()
+    c_record.unlink()
     assert [p.name for p in out.iterdir()] == []
 
 
