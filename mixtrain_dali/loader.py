@@ -336,10 +336,6 @@ class TrainLoader(_FolderAttributes):
         """Every sample's latest loss as of the last sync (NaN: never seen)."""
         return self.loss_table.host_losses
 
-    @host_losses.setter
-    def host_losses(self, value) -> None:
-        self.loss_table.host_losses = np.asarray(value, np.float32)
-
     @property
     def host_mixed(self) -> np.ndarray:
         return self.loss_table.host_mixed

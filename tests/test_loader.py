@@ -366,8 +366,7 @@ def test_keep_steps_gives_a_mixing_epoch_the_unmixed_step_count(colour_folder):
                           device="cpu")
         unmixed_steps = len(out)
         out.set_epoch(1)  # a mixing epoch, every sample's loss known
-        out.host_losses = np.ones(N, np.float32)
-        out.losses[:-1] = 1.0
+        out.losses[:-1] = 1.0  # synced into the host table when the epoch is planned
         return out, unmixed_steps
 
     kept, unmixed_steps = loader(True)
