@@ -81,8 +81,8 @@ def time_to_reach(points, target: float) -> float | None:
     if pts and pts[0][1] >= target:
         return pts[0][0]
     for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
-        if a1 >= target:
-            return t0 + (t1 - t0) * (target - a0) / (a1 - a0)
+        if a1 >= target:  # a point that is the target is reached at its own time, exactly
+            return t1 if a1 == target else t0 + (t1 - t0) * (target - a0) / (a1 - a0)
     return None
 
 

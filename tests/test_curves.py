@@ -21,6 +21,9 @@ def test_curves_interpolate_and_gains_are_per_seed_at_equal_time():
     assert curves.time_to_reach([(40, 72), (80, 88)], 80) == pytest.approx(60)
     assert curves.time_to_reach([(40, 72), (80, 88)], 95) is None
     assert curves.time_to_reach([(40, 90), (80, 95)], 80) == 40
+    # a curve reaching the target at a point: that point's time exactly (interpolating gave
+    # 5.690000000000001 here, and a baseline "reached its own accuracy" after its own time)
+    assert curves.time_to_reach([(2.74, 40.51), (5.69, 85.63)], 85.63) == 5.69
 
 
 def test_spread_of_nothing_and_of_one():
