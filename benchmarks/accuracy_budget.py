@@ -103,9 +103,9 @@ def build_parser(prog: str | None = None):
 
 
 def base_recipe(args, device: str) -> dict:
-    from mixtrain_dali.demo import DEMO_RECIPE
+    from mixtrain_dali.demo import DEMO_MIXTRAIN
 
-    r = json.loads(json.dumps(DEMO_RECIPE))
+    r = json.loads(json.dumps(DEMO_MIXTRAIN))
     q = args.quick
     r["data"]["device"] = device
     for key, flag in (("image_size", args.image_size), ("batch_size", args.batch_size)):

@@ -67,9 +67,9 @@ def build_parser(prog: str | None = None):
 
 def recipe(args, device: str) -> dict:
     """The demo's recipe with this benchmark's overrides (sizes, arch, device, threads)."""
-    from mixtrain_dali.demo import DEMO_RECIPE
+    from mixtrain_dali.demo import DEMO_MIXTRAIN
 
-    r = json.loads(json.dumps(DEMO_RECIPE))
+    r = json.loads(json.dumps(DEMO_MIXTRAIN))
     q = args.quick
     r["data"].update(device=device, threads=args.threads,
                      image_size=args.image_size or (QUICK["image_size"] if q else r["data"]["image_size"]),

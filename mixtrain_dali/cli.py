@@ -99,7 +99,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("resolution and pruning (each one flag, as FFCV's users set resolution)")
     r.add_argument("--min-image-size", type=int, metavar="PX",
                    help="progressive resizing: the train crop starts at PX and grows to --image-size "
-                        "over --resize-ramp; " + _recipe("data", "min_image_size", "off"))
+                        "over --resize-ramp (PX = --image-size: off); " + _recipe("data", "min_image_size", "off"))
     r.add_argument("--resize-ramp", type=float, nargs=2, metavar=("START", "END"),
                    help="progressive resizing grows between these fractions of the epochs; "
                         + _recipe("data", "resize_ramp", "0 0.75"))

@@ -114,6 +114,8 @@ class DataConfig:
         if self.min_image_size is not None:
             _check(16 <= self.min_image_size <= self.image_size,
                    f"min_image_size={self.min_image_size} must be in [16, image_size={self.image_size}]")
+            if self.min_image_size == self.image_size:  # nothing to grow: the same as off, so
+                self.min_image_size = None              # `--min-image-size S` turns a recipe's off
         _check(len(self.resize_ramp) == 2 and 0 <= self.resize_ramp[0] <= self.resize_ramp[1] <= 1,
                f"resize_ramp={self.resize_ramp} must be [start, end] with 0 <= start <= end <= 1")
         if self.crop_pct is not None:

@@ -184,7 +184,7 @@ class TrainLoader(_FolderAttributes):
         self.augment = Augment.from_config(self.data, augment)  # or None: the plain graph
         self.index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(root)
         self.mix = mix if mix is not None else MixConfig(enabled=False)
-        check_mixing_on_progressive(min_image_size, self.mix)
+        check_mixing_on_progressive(self.data.min_image_size, self.mix)
         if not shuffle and self.mix.active:
             raise UserError("shuffle=False is for plain loading: mixing and pruning choose their "
                             "samples at random every epoch; turn mixing off or keep shuffle=True")

@@ -82,23 +82,23 @@ def test_spread_and_median():
     assert common.spread([5.0])["std"] == 0.0
 
 
-def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
+def test_accuracy_methods_differ_from_the_demo_mixtrain_arm_only_where_named():
     from mixtrain_dali.config import Config, MixConfig
-    from mixtrain_dali.demo import DEMO_RECIPE
+    from mixtrain_dali.demo import DEMO_MIXTRAIN
 
     acc = bench.load_benchmark("accuracy")
     base = acc.base_recipe(acc.build_parser().parse_args([]), "cpu")
-    assert base["mix"] == DEMO_RECIPE["mix"]
-    assert base["train"] == {**DEMO_RECIPE["train"], "val_interval": 0}  # the final model only
+    assert base["mix"] == DEMO_MIXTRAIN["mix"]
+    assert base["train"] == {**DEMO_MIXTRAIN["train"], "val_interval": 0}  # the final model only
     c = {k: Config.from_dict(v) for k, v in acc.method_recipes(base, 1.6, 0.5).items()}
     assert set(c) == set(acc.METHODS)
     size = base["data"]["image_size"]
-    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == DEMO_RECIPE["train"]["epochs"]
+    assert not c["baseline"].mix.enabled and c["baseline"].train.epochs == DEMO_MIXTRAIN["train"]["epochs"]
     for key in ("progressive", "prog_mix", "prog_mix_loss"):
         assert c[key].data.min_image_size == size // 2 and c[key].data.resize_ramp == [0.0, 0.75]
     assert not c["progressive"].mix.enabled
     b = c["mixtrain"].mix  # the package's defaults
-    assert b == MixConfig(enabled=True, k=DEMO_RECIPE["mix"]["k"])
+    assert b == MixConfig(enabled=True, k=DEMO_MIXTRAIN["mix"]["k"])
     on_top, loss = c["prog_mix"].mix, c["prog_mix_loss"].mix
     assert (on_top.k, on_top.schedule, on_top.fraction, on_top.selection, on_top.warmup_epochs) == \
         (4, "linear", 0.5, "random", 0)
@@ -112,7 +112,7 @@ def test_accuracy_methods_differ_from_the_demo_recipe_only_where_named():
         if not key.startswith("prog"):
             assert cfg.data == c["baseline"].data
     half = Config.from_dict(acc.at_budget(acc.method_recipes(base)["baseline"], 0.5))
-    assert half.train.epochs == round(DEMO_RECIPE["train"]["epochs"] * 0.5)
+    assert half.train.epochs == round(DEMO_MIXTRAIN["train"]["epochs"] * 0.5)
 
 
 def test_accuracy_refuses_bad_budgets():

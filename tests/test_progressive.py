@@ -16,6 +16,12 @@ def test_size_ramps_linearly_between_the_ramp_fractions_in_steps_of_8():
     assert d.image_size_at(3, None) == 64  # no run length: no ramp
 
 
+def test_min_image_size_equal_to_image_size_is_off():
+    # so `--min-image-size S` at the full size turns a recipe's progressive resizing off
+    assert DataConfig(image_size=64, min_image_size=64).min_image_size is None
+    assert DataConfig(image_size=64, min_image_size=56).min_image_size == 56
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(image_size=64, min_image_size=8), "min_image_size=8"),
     (dict(image_size=64, min_image_size=80), "min_image_size=80"),

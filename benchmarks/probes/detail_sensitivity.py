@@ -95,12 +95,12 @@ def measure(root: Path, size: int, epochs: int, device: str, run: Path, progress
 
     from mixtrain_dali.config import Config
     from mixtrain_dali.dataset import scan_image_folder
-    from mixtrain_dali.demo import DEMO_RECIPE
+    from mixtrain_dali.demo import DEMO_MIXTRAIN
     from mixtrain_dali.loader import ValLoader
     from mixtrain_dali.nn import SoftTargetModel, adapt_model, build_model
     from mixtrain_dali.train import CHECKPOINT, train
 
-    recipe = json.loads(json.dumps(DEMO_RECIPE))
+    recipe = json.loads(json.dumps(DEMO_MIXTRAIN))
     recipe["data"].update(image_size=size, device=device)
     if size <= 32:
         recipe["data"]["val_resize"] = size
