@@ -96,7 +96,8 @@ def build_parser(prog: str | None = None):
     p.add_argument("--threads", type=int, default=None, help="DALI CPU threads (default the demo's 2)")
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="result files of earlier runs with the same recipe and data: their runs join "
-                        "this report (a method and budget run here replaces theirs)")
+                        "this report (a method and budget run here replaces theirs); a file of another "
+                        "--epochs joins by epochs (E = 12's 12-epoch runs are E = 24's budget 0.5)")
     p.add_argument("--runs-dir", default=None,
                    help="keep the training runs here; default: a temporary folder removed at the end")
     return p
@@ -395,9 +396,18 @@ def curve_plot(path: Path, summary: dict, val_sizes: list[int], title: str) -> P
 def _merge(paths: list[str], base: dict, spec: dict, runs: dict, run_here: set) -> dict:
     """Fold the runs of earlier result files into `runs`: each (method, budget, seed) not run
     here, once (so one run spoilt by other work on the machine can be run again alone);
-    returns their configs. Refuses a file of another recipe or dataset."""
+    returns their configs. Refuses a file of another recipe or dataset. A file of the same
+    recipe with another E joins too: a budget's schedule ends at its own epochs, so a run
+    keeps its epochs and its budget becomes epochs / E (E = 12's 12-epoch run is E = 24's
+    0.5); a run longer than E is left out, with a line saying so."""
     from mixtrain_dali.errors import UserError
 
+    E = base["train"]["epochs"]
+
+    def but_epochs(recipe: dict) -> dict:
+        return {**recipe, "train": {k: v for k, v in recipe.get("train", {}).items() if k != "epochs"}}
+
+    here = {(k, budget_epochs(E, b), seed) for k, b, seed in run_here}  # runs match by epochs
     configs = {}
     for path in paths:
         try:
@@ -405,17 +415,29 @@ def _merge(paths: list[str], base: dict, spec: dict, runs: dict, run_here: set) 
         except (OSError, ValueError) as e:
             raise UserError(f"--merge {path!r}: cannot read it as a result file ({e})") from None
         o = old.get("settings", {})
-        if o.get("recipe") != base or o.get("dataset", {}).get("name") != spec.get("name"):
+        if not isinstance(o.get("recipe"), dict) or but_epochs(o["recipe"]) != but_epochs(base) \
+                or o.get("dataset", {}).get("name") != spec.get("name"):
             raise UserError(f"--merge {path!r} was run with another recipe or dataset than this run")
+        longer = 0
         for key, m in old.get("methods", {}).items():
             if key not in METHODS or "runs" not in m:
                 continue
-            have = {(r["budget"], r["seed"]) for r in runs.get(key, [])}
-            new = [r for r in m["runs"]
-                   if (key, r["budget"], r["seed"]) not in run_here and (r["budget"], r["seed"]) not in have]
+            have = {(r["epochs"], r["seed"]) for r in runs.get(key, [])}
+            new = []
+            for r in m["runs"]:
+                if r["epochs"] > E:
+                    longer += 1
+                    continue
+                if o["recipe"]["train"]["epochs"] != E:
+                    r = {**r, "budget": round(r["epochs"] / E, 6)}
+                if (key, r["epochs"], r["seed"]) not in here and (r["epochs"], r["seed"]) not in have:
+                    new.append(r)
+                    have.add((r["epochs"], r["seed"]))
             if new:
                 runs.setdefault(key, []).extend(new)
-                configs[key] = o["configs"][key]
+                configs[key] = {**o["configs"][key], "train": {**o["configs"][key]["train"], "epochs": E}}
+        if longer:
+            print(f"--merge {path}: {longer} run(s) longer than E = {E} epochs left out (a budget is at most E)")
     return configs
 
 

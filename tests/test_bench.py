@@ -115,6 +115,62 @@ def test_accuracy_methods_differ_from_the_demo_mixtrain_arm_only_where_named():
     assert half.train.epochs == round(DEMO_MIXTRAIN["train"]["epochs"] * 0.5)
 
 
+def _accuracy_file(tmp_path, acc, epochs: int, runs: dict, name: str, lr=None) -> tuple[str, dict]:
+    """A result file as `mixtrain bench accuracy` writes it (the fields --merge reads)."""
+    from mixtrain_dali.config import Config
+
+    argv = ["--epochs", str(epochs)] + (["--lr", str(lr)] if lr else [])
+    base = acc.base_recipe(acc.build_parser().parse_args(argv), "cpu")
+    configs = {k: Config.from_dict(v).to_dict() for k, v in acc.method_recipes(base).items()}
+    methods = {k: {"runs": [{"seed": s, "budget": acc.budget_epochs(epochs, b) / epochs,
+                             "epochs": acc.budget_epochs(epochs, b), "val_top1": top1}
+                            for (b, s), top1 in rs.items()]} for k, rs in runs.items()}
+    path = tmp_path / name
+    path.write_text(json.dumps({"settings": {"recipe": base, "dataset": {"name": "d"}, "configs": configs},
+                                "methods": methods}))
+    return str(path), base
+
+
+def test_accuracy_merge_joins_other_runs_once_and_a_run_here_replaces_theirs(tmp_path):
+    acc = bench.load_benchmark("accuracy")
+    old, base = _accuracy_file(tmp_path, acc, 12, {"baseline": {(1.0, 0): 78.0, (0.5, 0): 74.0, (0.5, 1): 73.0},
+                                                   "prune": {(1.0, 0): 76.0}}, "old.json")
+    again, _ = _accuracy_file(tmp_path, acc, 12, {"baseline": {(1.0, 0): 99.0}}, "again.json")
+    runs = {"baseline": []}
+    configs = acc._merge([old, again], base, {"name": "d"}, runs, {("baseline", 0.5, 1)})
+    got = {k: sorted((r["budget"], r["seed"], r["val_top1"]) for r in rs) for k, rs in runs.items()}
+    # seed 1 at 0.5 is run here; the second file's (1.0, 0) is a duplicate: the first file's stays
+    assert got == {"baseline": [(0.5, 0, 74.0), (1.0, 0, 78.0)], "prune": [(1.0, 0, 76.0)]}
+    assert set(configs) == {"baseline", "prune"} and configs["prune"]["train"]["epochs"] == 12
+
+
+def test_accuracy_merge_of_another_E_joins_by_epochs(tmp_path, capsys):
+    # a budget's schedule ends at its own epochs: E = 12's 12-epoch run is E = 24's budget 0.5
+    acc = bench.load_benchmark("accuracy")
+    old, _ = _accuracy_file(tmp_path, acc, 12, {"baseline": {(1.0, 0): 78.0, (0.75, 0): 76.0, (0.5, 0): 74.0}},
+                            "e12.json")
+    longer, _ = _accuracy_file(tmp_path, acc, 30, {"baseline": {(1.0, 0): 80.0, (0.4, 0): 77.0}}, "e30.json")
+    _, base24 = _accuracy_file(tmp_path, acc, 24, {}, "e24.json")
+    runs = {"baseline": []}
+    configs = acc._merge([old, longer], base24, {"name": "d"}, runs, {("baseline", 0.375, 0)})
+    got = sorted((r["budget"], r["epochs"], r["val_top1"]) for r in runs["baseline"])
+    # 9 epochs (0.375 of 24) is run here; 30 epochs is longer than E = 24; 12 of E = 30 joins as 0.5,
+    # after E = 12's own 12-epoch run (the first file's)
+    assert got == [(0.25, 6, 74.0), (0.5, 12, 78.0)]
+    assert configs["baseline"]["train"]["epochs"] == 24
+    assert "1 run(s) longer than E = 24 epochs left out" in capsys.readouterr().out
+
+
+def test_accuracy_merge_refuses_another_recipe(tmp_path):
+    acc = bench.load_benchmark("accuracy")
+    other, _ = _accuracy_file(tmp_path, acc, 12, {"baseline": {(1.0, 0): 78.0}}, "other.json", lr=0.4)
+    _, base = _accuracy_file(tmp_path, acc, 12, {}, "here.json")
+    with pytest.raises(UserError, match="other.json' was run with another recipe or dataset"):
+        acc._merge([other], base, {"name": "d"}, {}, set())
+    with pytest.raises(UserError, match="cannot read it as a result file"):
+        acc._merge([str(tmp_path / "missing.json")], base, {"name": "d"}, {}, set())
+
+
 def test_accuracy_refuses_bad_budgets():
     with pytest.raises(UserError, match=r"--budgets \[0.0, 1.0\]"):
         bench.load_benchmark("accuracy").main(["--quick", "--budgets", "0", "1", "--device", "cpu"])
