@@ -124,8 +124,9 @@ def base_recipe(args, device: str) -> dict:
 
 def method_recipes(base: dict, speedup: float = 1.6, mix_fraction: float = 0.5) -> dict[str, dict]:
     """Every method as a recipe dict at the full budget E: the base with its one difference."""
-    size = base["data"]["image_size"]
-    progressive = {"min_image_size": max(16, size // 2), "resize_ramp": [0.0, 0.75]}
+    from mixtrain_dali.demo import progressive_data
+
+    progressive = progressive_data(base["data"]["image_size"])
     # mixing on top of progressive resizing: a budget of its own, tiles of that epoch's canvas
     on_top = {"enabled": True, "k": 4, "schedule": "linear", "fraction": mix_fraction, "warmup_epochs": 0,
               "final_full_fraction": 0.125, "selection": "random", "gamma": 0.0, "self_correct": False}
@@ -418,7 +419,7 @@ def _merge(paths: list[str], base: dict, spec: dict, runs: dict, run_here: set) 
         if not isinstance(o.get("recipe"), dict) or but_epochs(o["recipe"]) != but_epochs(base) \
                 or o.get("dataset", {}).get("name") != spec.get("name"):
             raise UserError(f"--merge {path!r} was run with another recipe or dataset than this run")
-        longer = 0
+        longer, other_E = 0, o["recipe"]["train"].get("epochs") != E
         for key, m in old.get("methods", {}).items():
             if key not in METHODS or "runs" not in m:
                 continue
@@ -428,7 +429,7 @@ def _merge(paths: list[str], base: dict, spec: dict, runs: dict, run_here: set) 
                 if r["epochs"] > E:
                     longer += 1
                     continue
-                if o["recipe"]["train"]["epochs"] != E:
+                if other_E:
                     r = {**r, "budget": round(r["epochs"] / E, 6)}
                 if (key, r["epochs"], r["seed"]) not in here and (r["epochs"], r["seed"]) not in have:
                     new.append(r)
