@@ -261,8 +261,7 @@ class MixController:
         stats.update(samples=n_keep, composites=n_comp, mixed_samples=n_mix,
                      ideal_speedup=n_keep / max(1, n_comp))  # known counts: no pass over the plan
         if c.resolution != "one":
-            mh, mw = self.mid_tile(canvas)
-            pixels = n_keep - n_mix - n_mid + n_mix / k + n_mid * mh * mw / (canvas[0] * canvas[1])
+            pixels = n_keep - n_mix - n_mid + n_mix / k + n_mid * self.mid_share(canvas)
             stats.update(mid_samples=n_mid, pixel_speedup=n_keep / max(pixels, 1e-9))
         plan.stats = stats
         if n_chosen < budget and not self._warned_budget:
@@ -278,6 +277,12 @@ class MixController:
         """resolution loss / random: the lone tile's (h, w), MID_SIDE of the canvas's sides."""
         return max(1, int(round(MID_SIDE * canvas[0]))), max(1, int(round(MID_SIDE * canvas[1])))
 
+    @classmethod
+    def mid_share(cls, canvas: tuple[int, int]) -> float:
+        """The mid tile's area as a share of the canvas's: a mid sample's pixel cost."""
+        mh, mw = cls.mid_tile(canvas)
+        return mh * mw / (canvas[0] * canvas[1])
+
     def two_size_counts(self, f: float, n: int, canvas: tuple[int, int]) -> tuple[int, int]:
         """resolution loss / random: (samples in k-tiles, samples alone at the mid tile) whose
         pixels save what tiling round(f n) samples saves, as evenly split as that allows.
@@ -286,8 +291,7 @@ class MixController:
         area); the target is T = f n a. An even split takes T / (a + b) of each; where that
         needs more than n samples (f near 1), the rest of n goes mid: (T - n b) / (a - b) tiled."""
         k = self.config.k
-        mh, mw = self.mid_tile(canvas)
-        a, b = 1.0 - 1.0 / k, 1.0 - mh * mw / (canvas[0] * canvas[1])
+        a, b = 1.0 - 1.0 / k, 1.0 - self.mid_share(canvas)
         target = int(round(f * n)) // k * k * a
         if target <= 0 or b <= 0 or a <= b:
             return int(round(f * n)) // k * k, 0
