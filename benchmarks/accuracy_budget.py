@@ -19,9 +19,6 @@ method's time to reach the full baseline's accuracy (the baseline's own curve at
   prog_mix_loss  prog_mix choosing the tiled samples from the loss table: at random among those
                  below the mean loss (InfoBatch's rule), a sample whose tiled loss rose above it
                  back at full size next epoch (the paper's selection)
-  prog_mix_res   prog_mix with loss-aware resolution: the same pixels spread over more samples at
-                 two sizes, the lower losses at the k=4 tile, the rest alone at 3/4 of the side
-  prog_mix_res_random  the same two sizes assigned at random (prog_mix_res's ablation at equal cost)
 
 `--val-sizes` also evaluates every final model at other test resolutions (FixRes: above the
 train crop), the same for every method. The goal (issue 25): the best mixing configuration's
@@ -53,11 +50,9 @@ METHODS = {
     "mixtrain": "MixTrain, package defaults (resize schedule)",
     "prog_mix": "progressive resizing + MixTrain k=4 on its canvas (random, fraction F decaying)",
     "prog_mix_loss": "progressive resizing + MixTrain k=4 on its canvas (below-mean-loss samples, F decaying)",
-    "prog_mix_res": "progressive resizing + MixTrain on its canvas, loss-aware resolution (k=4 tile or 3/4 side)",
-    "prog_mix_res_random": "progressive resizing + MixTrain on its canvas, two sizes at random (k=4 tile or 3/4 side)",
 }
-MIXING = ("mixtrain", "prog_mix", "prog_mix_loss", "prog_mix_res", "prog_mix_res_random")  # the goal's contenders
-DEFAULT_METHODS = [k for k in METHODS if not k.startswith("prog_mix_res")]  # the ablation pair on request
+MIXING = ("mixtrain", "prog_mix", "prog_mix_loss")  # the mixing configurations (the goal's contenders)
+DEFAULT_METHODS = list(METHODS)
 DEFAULT_BUDGETS = [0.5, 0.75, 1.0]
 GOAL_GAIN, GOAL_SPEEDUP = 0.5, 1.6
 QUICK = {"image_size": 48, "batch_size": 16, "epochs": 3, "seeds": [0, 1], "budgets": [0.5, 1.0]}
@@ -150,9 +145,6 @@ def method_recipes(base: dict, speedup: float = 1.6, mix_fraction: float = 0.5) 
         # the loss table needs one epoch of losses first; self-correction as the paper's
         "prog_mix_loss": with_({**on_top, "selection": "loss", "warmup_epochs": 1, "self_correct": True},
                                data=progressive),
-        # who gets which size: from the loss table (epoch 0 has none: at random), or at random
-        "prog_mix_res": with_({**on_top, "resolution": "loss"}, data=progressive),
-        "prog_mix_res_random": with_({**on_top, "resolution": "random"}, data=progressive),
     }
 
 
@@ -481,8 +473,7 @@ def _notes(speedup: float, mix_fraction: float) -> str:
         f"- pruning: MixConfig(method='prune', schedule='flat', target_speedup={speedup:g}, selection='loss'); "
         f"prog_mix*: progressive resizing plus MixConfig(k=4, schedule='linear', fraction={mix_fraction:g}) "
         "on each epoch's canvas, unmixed over the last 12.5% of the epochs; prog_mix_loss after one "
-        "warm-up epoch, with self-correction; prog_mix_res* spread the same pixels over two sizes "
-        "(MixConfig.resolution 'loss' / 'random'; epoch 0 has no losses, so it assigns at random).",
+        "warm-up epoch, with self-correction.",
     ])
 
 

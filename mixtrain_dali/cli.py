@@ -126,11 +126,6 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix-selection", choices=["random", "loss", "lowest"],
                    help="random: any sample; loss: below-threshold samples only; lowest: the lowest "
                         "losses first; " + _recipe("mix", "selection"))
-    g.add_argument("--mix-resolution", choices=["one", "loss", "random"],
-                   help="one: every tiled sample at the k tile; loss: loss-aware resolution, the same "
-                        "pixels spread over two sizes (k = 4), the lower losses at the quarter tile, the "
-                        "rest alone at 3/4 of the side; random: those two sizes at random; "
-                        + _recipe("mix", "resolution"))
     g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal; "
                                                    + _recipe("mix", "gamma"))
     g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start; "
@@ -154,8 +149,7 @@ def _config_from_args(args):
 
     mix = {"k": args.mix_k, "fraction": args.mix_fraction, "target_speedup": args.mix_speedup,
            "selection": args.mix_selection, "gamma": args.mix_gamma, "warmup_epochs": args.mix_warmup,
-           "schedule": args.mix_schedule, "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps,
-           "resolution": args.mix_resolution}
+           "schedule": args.mix_schedule, "isolate": args.mix_isolate, "keep_steps": args.mix_keep_steps}
     if args.mix_k is not None:
         mix["enabled"] = args.mix_k > 1
     if args.prune is not None:
@@ -185,7 +179,7 @@ def _config_from_args(args):
     }
     config = load_config(args.config, overrides)
     given = [f"--mix-{k.replace('_', '-')}" for k in ("fraction", "speedup", "selection", "gamma", "warmup",
-                                                       "schedule", "isolate", "keep_steps", "resolution")
+                                                       "schedule", "isolate", "keep_steps")
              if getattr(args, f"mix_{k}") is not None]
     if given and not config.mix.enabled:
         print(f"mixtrain: warning: {', '.join(given)} has no effect: mixing is off "

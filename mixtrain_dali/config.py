@@ -29,8 +29,6 @@ def _check(cond: bool, message: str) -> None:
 
 SCHEDULES = ("linear", "flat", "resize")
 SELECTIONS = ("random", "loss", "lowest")
-RESOLUTIONS = ("one", "loss", "random")
-MID_SIDE = 0.75  # resolution loss / random: the lone tile's side, as a fraction of the canvas's
 AUTO_AUGMENT = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 
@@ -217,11 +215,6 @@ class MixConfig:
                                      # per step, about batch_size samples each (as progressive
                                      # resizing keeps its steps; best on CIFAR-10 and Imagenette,
                                      # see the README); false: B composites a step, fewer steps
-    resolution: str = "one"          # one: every tiled sample at the k tile's size; loss: two
-                                     # sizes at the same pixel cost (k = 4 only), more samples
-                                     # tiled, the lower-loss part at the quarter tile and the rest
-                                     # alone at 3/4 of the canvas side (loss-aware resolution);
-                                     # random: the same two sizes assigned at random (its ablation)
     isolate: bool = True             # constituents pass through the network apart: each tile is
                                      # cut out and run as an image of its own, so no feature sees
                                      # a neighbour (best at equal steps on CIFAR-10 and Imagenette,
@@ -266,11 +259,6 @@ class MixConfig:
             _check(self.fraction is None and self.target_speedup is None,
                    f"schedule='resize' sets every epoch's fraction from the ramp: drop mix fraction="
                    f"{self.fraction} / target_speedup={self.target_speedup}, or use schedule='linear'")
-        _check(self.resolution in RESOLUTIONS,
-               f"resolution={self.resolution!r}; valid: {', '.join(RESOLUTIONS)}")
-        _check(self.resolution == "one" or (self.k in (1, 4) and self.method == "mix"),
-               f"resolution={self.resolution!r} needs mixing with k = 4 (the quarter tile and a lone "
-               f"tile at {MID_SIDE:g} of the side); got method={self.method!r}, k={self.k}")
         _check(self.eps > 0, f"eps={self.eps} must be > 0")
         _check(self.k == 1 or 0 < self.share_min <= 1 / self.k <= self.share_max <= 1,
                f"share_min={self.share_min}, share_max={self.share_max} must satisfy "

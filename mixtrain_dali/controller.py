@@ -16,12 +16,8 @@ would have. Rules (docs/architecture.md, "Controller"), in the order they apply:
    at random among the candidates ("random", "loss": not lowest-first, so no sample is
    starved of full-resolution views), or the lowest losses first ("lowest"); fewer
    candidates give a lower speedup, which is logged;
-   resolution="loss" / "random" (loss-aware resolution, k = 4): the budget's pixels are spread
-   over more samples at two sizes (`two_size_counts`), the k-tile and a lone tile at 3/4 of
-   the canvas side; the chosen samples' lower losses take the k-tile ("loss"), or a random
-   part does ("random", the ablation at equal cost);
 5. random groups of k; adaptive area shares (loss + eps) ** gamma, clipped; slice-and-dice
-   layout; a mid tile sits alone at its composite's top left.
+   layout.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ import math
 
 import numpy as np
 
-from .config import MID_SIDE, MixConfig, ideal_speedup, ramp_size
+from .config import MixConfig, ideal_speedup, ramp_size
 from .errors import UserError
 from .layout import layout_batch
 from .plan import EpochPlan, single_plan
@@ -152,9 +148,6 @@ class MixController:
                       + ("on average over the mixing epochs (decaying)" if linear else "every mixing epoch"))
         what = f"k={c.k}" if c.method == "mix" else "pruning (InfoBatch-style)"
         head = f"{what}, {c.schedule} schedule, {budget}, {c.selection} selection"
-        if c.resolution != "one":
-            head += (f", its pixels over two sizes (the k tile, or alone at {MID_SIDE:g} of the side) "
-                     + ("by loss, the lower losses smaller" if c.resolution == "loss" else "at random"))
         if self.epochs is None:
             return f"{head}; every epoch after {c.warmup_epochs} warm-up epoch(s) mixes"
         mixing = [e for e in range(self.epochs) if self.is_mixing_epoch(e)]
@@ -210,26 +203,16 @@ class MixController:
         if c.method == "prune":
             return self._prune_plan(epoch, rng, keep, cand_idx, f, threshold, stats, canvas)
         n_keep = int(keep.sum())
-        if c.resolution == "one":
-            budget = int(round(f * n_keep)) // k * k  # whole groups, as many as the candidates allow
-            n_mix, n_mid = min(budget, len(cand_idx) // k * k), 0
-        else:  # two sizes at the one size's pixel cost; fewer candidates shrink both alike
-            n_mix, n_mid = self.two_size_counts(f, n_keep, canvas)
-            budget = n_mix + n_mid
-            scale = min(1.0, len(cand_idx) / budget) if budget else 1.0
-            n_mix, n_mid = int(n_mix * scale) // k * k, int(n_mid * scale)
-        n_chosen = n_mix + n_mid
+        budget = int(round(f * n_keep)) // k * k  # whole groups, as many as the candidates allow
+        n_mix = min(budget, len(cand_idx) // k * k)
         if c.selection == "lowest":  # ties (equal losses) broken at random
             by_loss = cand_idx[np.lexsort((rng.random(len(cand_idx)), losses[cand_idx]))]
-            chosen = rng.permutation(by_loss[:n_chosen])
+            chosen = rng.permutation(by_loss[:n_mix])
         else:
-            chosen = rng.choice(cand_idx, size=n_chosen, replace=False) if n_chosen else np.empty(0, np.int64)
-        if c.resolution == "loss":  # the lower losses to the quarter tile (unseen ones last)
-            chosen = chosen[np.lexsort((rng.random(n_chosen), losses[chosen]))]
-        tiled, mids = chosen[:n_mix], chosen[n_mix:]  # resolution random: chosen is in random order
+            chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
 
         min_side = max(1, int(round(c.min_side_frac * min(canvas))))
-        groups = (rng.permutation(tiled) if c.resolution == "loss" else tiled).reshape(-1, k)  # random groups
+        groups = chosen.reshape(-1, k)
         shares = self.area_shares(losses[groups])
         boxes = layout_batch(shares, canvas[0], canvas[1], min_side) if len(groups) else \
             np.zeros((0, k, 4), np.int32)
@@ -237,18 +220,16 @@ class MixController:
         mixed = np.zeros(n, bool)
         mixed[chosen] = True
         singles = np.flatnonzero(keep & ~mixed)
-        n_comp = len(groups) + len(mids) + len(singles)
+        n_comp = len(groups) + len(singles)
         members = np.full((n_comp, k), -1, np.int64)
         all_boxes = np.zeros((n_comp, k, 4), np.int32)
         all_shares = np.zeros((n_comp, k), np.float32)
-        g, m = len(groups), len(groups) + len(mids)
-        members[:g] = groups
-        all_boxes[:g] = boxes
-        all_shares[:g] = shares
-        members[g:, 0] = np.concatenate([mids, singles])
-        all_boxes[g:m, 0] = (0, 0, *self.mid_tile(canvas))  # alone, at the canvas's top left
-        all_boxes[m:, 0] = (0, 0, canvas[0], canvas[1])
-        all_shares[g:, 0] = 1.0
+        members[:len(groups)] = groups
+        all_boxes[:len(groups)] = boxes
+        all_shares[:len(groups)] = shares
+        members[len(groups):, 0] = singles
+        all_boxes[len(groups):, 0] = (0, 0, canvas[0], canvas[1])
+        all_shares[len(groups):, 0] = 1.0
 
         order = rng.permutation(n_comp)
         members = np.take(members, order, axis=0)  # np.take: several times faster than fancy indexing here
@@ -257,47 +238,17 @@ class MixController:
                          np.take(all_shares, order, axis=0), flips.astype(np.uint8))
         target = self.target_speedup_at(epoch)
         stats.update(mixing_epoch=True, threshold=threshold if seen.any() else None,
-                     candidates=int(len(cand_idx)), target_speedup=target, budget_met=n_chosen >= budget)
+                     candidates=int(len(cand_idx)), target_speedup=target, budget_met=n_mix >= budget)
         stats.update(samples=n_keep, composites=n_comp, mixed_samples=n_mix,
                      ideal_speedup=n_keep / max(1, n_comp))  # known counts: no pass over the plan
-        if c.resolution != "one":
-            pixels = n_keep - n_mix - n_mid + n_mix / k + n_mid * self.mid_share(canvas)
-            stats.update(mid_samples=n_mid, pixel_speedup=n_keep / max(pixels, 1e-9))
         plan.stats = stats
-        if n_chosen < budget and not self._warned_budget:
+        if n_mix < budget and not self._warned_budget:
             self._warned_budget = True
             log.warning("epoch %d: only %d of %d samples are mixing candidates (budget %d): ideal "
                         "speedup %.3f instead of %.3f (said once; each epoch's plan.stats say whether "
                         "it falls short again, ideal_speedup in metrics.jsonl)", epoch, len(cand_idx),
                         n_keep, budget, stats["ideal_speedup"], target)
         return plan
-
-    @staticmethod
-    def mid_tile(canvas: tuple[int, int]) -> tuple[int, int]:
-        """resolution loss / random: the lone tile's (h, w), MID_SIDE of the canvas's sides."""
-        return max(1, int(round(MID_SIDE * canvas[0]))), max(1, int(round(MID_SIDE * canvas[1])))
-
-    @classmethod
-    def mid_share(cls, canvas: tuple[int, int]) -> float:
-        """The mid tile's area as a share of the canvas's: a mid sample's pixel cost."""
-        mh, mw = cls.mid_tile(canvas)
-        return mh * mw / (canvas[0] * canvas[1])
-
-    def two_size_counts(self, f: float, n: int, canvas: tuple[int, int]) -> tuple[int, int]:
-        """resolution loss / random: (samples in k-tiles, samples alone at the mid tile) whose
-        pixels save what tiling round(f n) samples saves, as evenly split as that allows.
-
-        A tiled sample saves a = 1 - 1/k of a full view, a mid one b = 1 - (mid area / canvas
-        area); the target is T = f n a. An even split takes T / (a + b) of each; where that
-        needs more than n samples (f near 1), the rest of n goes mid: (T - n b) / (a - b) tiled."""
-        k = self.config.k
-        a, b = 1.0 - 1.0 / k, 1.0 - self.mid_share(canvas)
-        target = int(round(f * n)) // k * k * a
-        if target <= 0 or b <= 0 or a <= b:
-            return int(round(f * n)) // k * k, 0
-        tiled = int(max(target / (a + b), (target - n * b) / (a - b)) + 1e-9) // k * k
-        mid = min(n - tiled, int(round((target - tiled * a) / b)))
-        return tiled, max(0, mid)
 
     def _prune_plan(self, epoch, rng, keep, cand_idx, f, threshold, stats, canvas) -> EpochPlan:
         """InfoBatch-style baseline: skip a random part of the below-threshold samples this

@@ -450,8 +450,6 @@ def _train_epoch(net, loader: TrainLoader, optimizer, config: Config, epoch: int
         "samples": seen,
         "mixed_samples": int(stats.get("mixed_samples", 0)),
         "ideal_speedup": round(float(stats["ideal_speedup"]), 4),
-        **({"mid_samples": int(stats["mid_samples"]), "pixel_speedup": round(float(stats["pixel_speedup"]), 4)}
-           if "mid_samples" in stats else {}),  # MixConfig.resolution: the lone 3/4-side tiles
         "threshold": stats.get("threshold"),
         "mean_loss_mixed": _nanmean(losses[mixed_ids]),
         "mean_loss_unmixed": _nanmean(losses[alone_ids]),
@@ -526,10 +524,7 @@ def format_epoch(row: dict) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}"]
     if "val_top1" in row:
         parts.append(f"top1 {row['val_top1']:.2f}%")
-    mixed = f"mixed {row['mixed_samples']}/{row['samples']}"
-    if "mid_samples" in row:  # two sizes: composites undercount the saving, pixels do not
-        mixed += f" + {row['mid_samples']} at 3/4 side | pixels x{row['pixel_speedup']:.2f}"
-    parts += [f"steps {row['steps']}", mixed,
+    parts += [f"steps {row['steps']}", f"mixed {row['mixed_samples']}/{row['samples']}",
               f"ideal x{row['ideal_speedup']:.2f}", f"{row['epoch_time_s']:.1f}s",
               f"{row['images_per_s']:.0f} img/s"]
     if row.get("threshold") is not None:

@@ -105,11 +105,6 @@ def test_accuracy_methods_differ_from_the_demo_mixtrain_arm_only_where_named():
     assert (loss.selection, loss.warmup_epochs, loss.self_correct) == ("loss", 1, True)
     assert {k: v for k, v in vars(loss).items() if k not in ("selection", "warmup_epochs", "self_correct")} == \
         {k: v for k, v in vars(on_top).items() if k not in ("selection", "warmup_epochs", "self_correct")}
-    for key, resolution in (("prog_mix_res", "loss"), ("prog_mix_res_random", "random")):
-        assert c[key].mix.resolution == resolution and c[key].data == c["prog_mix"].data
-        assert {k: v for k, v in vars(c[key].mix).items() if k != "resolution"} == \
-            {k: v for k, v in vars(on_top).items() if k != "resolution"}  # prog_mix but the sizes
-    assert "prog_mix_res" not in acc.DEFAULT_METHODS  # an ablation pair: on request
     p = c["prune"].mix
     assert (p.method, p.target_speedup, p.schedule, p.selection) == ("prune", 1.6, "flat", "loss")
     for key, cfg in c.items():  # everything else is the demo's

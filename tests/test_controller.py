@@ -873,9 +873,6 @@ def test_describe_says_the_mixing_plan_in_words():
     assert "fraction 0.5 every mixing epoch" in words(enabled=True, k=2, fraction=0.5, schedule="flat")
     assert words(enabled=True, k=4, epochs=2, schedule="linear").endswith("but no epoch of 2 mixes")
     assert words(enabled=True, method="prune", target_speedup=1.6, schedule="flat").startswith("pruning")
-    two = words(enabled=True, k=4, fraction=0.5, schedule="linear", resolution="loss")
-    assert "two sizes (the k tile, or alone at 0.75 of the side) by loss" in two
-    assert "at random" in words(enabled=True, k=4, fraction=0.5, schedule="linear", resolution="random")
 
 
 def test_a_budget_shortfall_is_said_once_a_run_not_every_epoch(caplog):
@@ -909,94 +906,3 @@ def test_adaptive_shares_of_never_seen_samples_are_finite():
     assert plan.n_mixed_samples == 4 and np.isfinite(plan.shares).all()
 
 
-
-
-# ------------------------------------------------------------------ loss-aware resolution
-
-def _two_size_ctl(resolution: str, n: int = 2000, canvas=(64, 64), **kw) -> MixController:
-    return _ctl(n, epochs=12, canvas=canvas, k=4, fraction=0.5, schedule="linear", selection="random",
-                warmup_epochs=0, final_full_fraction=0.125, self_correct=False, resolution=resolution, **kw)
-
-
-@pytest.mark.parametrize("canvas", [(64, 64), (40, 40), (224, 224)])
-@pytest.mark.parametrize("resolution", ["loss", "random"])
-def test_two_sizes_spend_the_one_size_plans_pixels_over_more_samples(resolution, canvas):
-    """resolution loss / random: the tiled samples sit in k = 4 quarters, the mid ones alone in a
-    3/4-side tile at the top left, the rest whole; every sample once; the epoch's pixels are
-    those of tiling the one-size budget (within a group's rounding), spread over more samples."""
-    n = 2000
-    losses = np.random.default_rng(3).random(n).astype(np.float32)
-    one, two = _two_size_ctl("one", n, canvas).plan(0, losses), _two_size_ctl(resolution, n, canvas).plan(0, losses)
-    ids = two.members[two.valid]
-    np.testing.assert_array_equal(np.sort(ids), np.arange(n))
-    counts = two.valid.sum(1)
-    assert set(counts.tolist()) == {1, 4}
-    mh, mw = round(0.75 * canvas[0]), round(0.75 * canvas[1])
-    lone = two.boxes[counts == 1, 0]
-    mid = (lone == (0, 0, mh, mw)).all(1)
-    assert (mid | (lone == (0, 0, *canvas)).all(1)).all()  # a lone sample: mid tile or whole canvas
-    assert (two.shares[counts == 1, 0] == 1.0).all()
-    quarters = two.boxes[counts == 4]
-    assert set(map(tuple, quarters[..., 2:].reshape(-1, 2).tolist())) == {(canvas[0] // 2, canvas[1] // 2)}
-    n_mid, n_tiled = int(mid.sum()), int(counts[counts == 4].sum())
-    assert two.stats["mid_samples"] == n_mid and two.stats["mixed_samples"] == n_tiled
-    assert abs(n_mid - n_tiled) <= 12 and n_mid + n_tiled > one.n_mixed_samples  # about even (groups of 4)
-
-    def pixels(plan):
-        area = plan.boxes[..., 2].astype(np.int64) * plan.boxes[..., 3] * plan.valid
-        return area.sum() / (canvas[0] * canvas[1])
-    assert abs(pixels(two) - pixels(one)) <= 4  # a group of four's rounding
-    assert two.stats["pixel_speedup"] == pytest.approx(n / pixels(two), rel=1e-6)
-
-
-def test_loss_aware_resolution_gives_the_quarter_tile_to_the_lower_losses_and_random_does_not():
-    n = 4000
-    losses = np.random.default_rng(5).random(n).astype(np.float32)
-
-    def split(plan):
-        counts = plan.valid.sum(1)
-        tiled = plan.members[counts == 4].ravel()
-        mid_rows = (counts == 1) & (plan.boxes[:, 0, 2] < plan.canvas[0])
-        return tiled, plan.members[mid_rows, 0]
-
-    tiled, mid = split(_two_size_ctl("loss", n).plan(0, losses))
-    assert losses[tiled].max() <= losses[mid].min()  # who is chosen is random; who is smaller is not
-    r_tiled, r_mid = split(_two_size_ctl("random", n).plan(0, losses))
-    assert (len(r_tiled), len(r_mid)) == (len(tiled), len(mid))  # equal cost
-    assert abs(losses[r_tiled].mean() - losses[r_mid].mean()) < 0.05
-    chosen = np.concatenate([tiled, mid])
-    assert losses[chosen].mean() == pytest.approx(0.5, abs=0.03)  # chosen at random, not lowest-first
-    # epoch 0 of a run has no losses yet: the sizes go at random, nothing fails
-    first = _two_size_ctl("loss", n).plan(0, None)
-    assert first.stats["mid_samples"] == len(mid) and first.stats["mixed_samples"] == len(tiled)
-
-
-def test_two_size_counts_take_the_rest_mid_when_an_even_split_would_need_too_many():
-    ctl = _two_size_ctl("loss", 1000)
-    assert ctl.two_size_counts(0.5, 1000, (64, 64)) == (312, 322)
-    tiled, mid = ctl.two_size_counts(0.9, 1000, (64, 64))
-    assert tiled + mid <= 1000 and tiled % 4 == 0 and tiled > mid  # everyone reduced, more of them tiled
-    assert ctl.two_size_counts(1.0, 1000, (64, 64)) == (1000, 0)
-    assert ctl.two_size_counts(0.0, 1000, (64, 64)) == (0, 0)
-
-
-@pytest.mark.parametrize("kwargs, needle", [
-    (dict(resolution="two"), "resolution='two'; valid: one, loss, random"),
-    (dict(resolution="loss", k=2), "k=2"),
-    (dict(resolution="random", method="prune"), "method='prune'"),
-])
-def test_resolution_is_checked(kwargs, needle):
-    with pytest.raises(UserError, match=needle):
-        MixConfig(**kwargs)
-    assert MixConfig(resolution="loss", k=1).resolution == "loss"  # k = 1: mixing off, nothing to check
-
-
-def test_too_few_candidates_shrink_both_sizes_alike():
-    n = 2000
-    losses = _skewed(n, 0.3)  # 30% below the mean
-    ctl = _ctl(n, epochs=12, canvas=(64, 64), k=4, fraction=0.8, schedule="flat", selection="loss",
-               warmup_epochs=0, self_correct=False, resolution="loss")
-    plan = ctl.plan(0, losses)
-    reduced = plan.stats["mixed_samples"] + plan.stats["mid_samples"]
-    assert reduced <= 600 and reduced >= 590 and not plan.stats["budget_met"]
-    assert (losses[plan.members[plan.valid.sum(1) == 4].ravel()] < 1).all()

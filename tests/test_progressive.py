@@ -1,9 +1,7 @@
 """Progressive resizing (FFCV-style), the accuracy benchmark's strongest cheap rival to mixing:
 the train crop grows from min_image_size to image_size over the run."""
 
-import numpy as np
 import pytest
-import torch
 
 from mixtrain_dali.config import DataConfig, MixConfig
 from mixtrain_dali.errors import UserError
@@ -56,33 +54,3 @@ def test_mixing_on_progressive_resizing_needs_a_budget_of_its_own(colour_folder)
     side = loader.data.image_size_at(1, 4)
     assert side < 48 and tuple(batch.images.shape[-2:]) == (side, side)
     assert loader.plan().n_mixed_samples > 0 and (batch.boxes[..., 2:].amax() <= side).all()
-
-
-def test_two_tile_sizes_on_progressive_resizing_paste_each_sample_in_its_tile(colour_folder):
-    """MixConfig.resolution (loss-aware resolution, here its random twin): on the epoch's
-    canvas, k = 4 quarters and lone 3/4-side tiles at the top left; each tile holds its own
-    sample's pixels, and the model runs the three sizes apart."""
-    from mixtrain_dali.nn import adapt_model, build_model
-    from conftest import identify
-
-    n = 21
-    mix = MixConfig(enabled=True, k=4, fraction=0.5, schedule="linear", warmup_epochs=0, resolution="random")
-    loader = TrainLoader(colour_folder, 8, 48, mix=mix, device="cpu", min_image_size=32, epochs=4, threads=1)
-    loader.set_epoch(0)
-    side = loader.data.image_size_at(0, 4)
-    mid = round(0.75 * side)
-    assert loader.plan().stats["mid_samples"] > 0
-    net = adapt_model(build_model("small_cnn", 3)).eval()
-    sizes = set()
-    for batch in loader:
-        boxes, ids, mask = batch.boxes.long(), batch.sample_ids, batch.mask
-        for i in range(len(batch)):
-            for j in np.flatnonzero(mask[i].numpy()):
-                y, x, h, w = boxes[i, j].tolist()
-                sizes.add((h, w))
-                tile = batch.images[i:i + 1, :, y + 1:y + h - 1, x + 1:x + w - 1]  # inside the resize's edge
-                assert identify(tile, n).tolist() == [int(ids[i, j])]
-        with torch.no_grad():
-            logits = net(batch.images, batch.boxes_host, isolate=True)
-        assert logits.shape[:2] == mask.shape and (logits[~mask] == 0).all()
-    assert sizes == {(side, side), (mid, mid), (side // 2, side // 2)}

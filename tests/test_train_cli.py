@@ -393,13 +393,3 @@ def test_the_package_s_logged_warnings_read_like_the_cli_s_own():
 
     assert line(logging.WARNING) == "mixtrain: warning: epoch 3: short"
     assert line(logging.INFO) == "INFO mixtrain_dali.controller: epoch 3: short"  # -v
-
-
-def test_epoch_line_counts_the_mid_tiles_and_the_pixel_speedup_of_two_sizes():
-    from mixtrain_dali.train import format_epoch
-
-    row = {"epoch": 2, "train_loss": 1.0, "steps": 7, "mixed_samples": 28, "samples": 96,
-           "ideal_speedup": 1.28, "epoch_time_s": 0.3, "images_per_s": 343.0}
-    assert "mixed 28/96 | ideal x1.28" in format_epoch(row)
-    two = format_epoch({**row, "mid_samples": 30, "pixel_speedup": 1.6})
-    assert "mixed 28/96 + 30 at 3/4 side | pixels x1.60 | ideal x1.28" in two
