@@ -203,13 +203,18 @@ def goals(summary: dict) -> list[dict]:
     return out
 
 
-def plateau(summary: dict, budgets: list[float]) -> float | None:
-    """The baseline's gain from its second-largest budget to E (nearly plateaued: < 1 point)."""
-    per = summary.get("baseline", {}).get("budgets", {})
+def plateau(runs: dict, budgets: list[float]) -> tuple[float, int] | None:
+    """The baseline's gain from its second-largest budget to E (nearly plateaued: < 1 point),
+    paired by seed: the mean of each seed's gain over the seeds run at both budgets, and how
+    many (means over unequal seed sets would mix the seeds' spread into the gain)."""
     top = sorted(budgets)[-2:]
-    if len(top) < 2 or any(str(b) not in per for b in top):
+    if len(top) < 2:
         return None
-    return per[str(top[1])]["val_top1"]["mean"] - per[str(top[0])]["val_top1"]["mean"]
+    at = [{r["seed"]: r["val_top1"] for r in runs.get("baseline", []) if r["budget"] == b} for b in top]
+    both = sorted(set(at[0]) & set(at[1]))
+    if not both:
+        return None
+    return sum(at[1][s] - at[0][s] for s in both) / len(both), len(both)
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
         if a long benchmark is stopped; the header says how many runs are in)."""
         summary = summarize(runs, all_budgets, args.val_sizes)
         verdict = goals(summary)
-        flat = plateau(summary, all_budgets)
+        flat = plateau(runs, all_budgets)
         settings = {"quick": args.quick, "device": device, "seeds": all_seeds, "budgets": all_budgets,
                     "speedup": args.speedup, "mix_fraction": args.mix_fraction, "epochs": base["train"]["epochs"],
                     "val_sizes": args.val_sizes, "torch_threads": torch_threads, "dataset": spec, "recipe": base,
@@ -271,7 +276,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
                   "command": command, "argv": argv, "process_command": " ".join(sys.argv), "machine": machine,
                   "settings": settings, "data": str(data), "methods_run": sorted(k for k in runs if runs[k]),
                   "methods": {k: {"label": METHODS[k], **summary[k], "runs": runs[k]} for k in summary},
-                  "goals": verdict, "baseline_gain_last_budget_to_E": flat,
+                  "goals": verdict, "baseline_gain_last_budget_to_E": flat and flat[0],
+                  "baseline_gain_seeds": flat and flat[1],
                   "total_time_s": time.perf_counter() - start, "runs_done": done, "runs_planned": len(todo)}
         t = base["train"]
         what = (f"final val top-1 (full val set) against training wall time (sum of epoch times, validation "
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     return json.loads(Path(paths["json"]).read_text())
 
 
-def _headline(summary: dict, verdict: list[dict], flat: float | None) -> str | None:
+def _headline(summary: dict, verdict: list[dict], flat: tuple[float, int] | None) -> str | None:
     parts = []
     if verdict:
         g = verdict[0]
@@ -333,7 +339,8 @@ def _headline(summary: dict, verdict: list[dict], flat: float | None) -> str | N
         v = verdict[1]["value"]
         parts.append(f"its time to the baseline's accuracy: {'never' if v is None else f'{v:.2f}x less'}")
     if flat is not None:
-        parts.append(f"the baseline gains {flat:+.2f} points over its last budget step (plateau: < 1)")
+        parts.append(f"the baseline gains {flat[0]:+.2f} points over its last budget step "
+                     f"(plateau: < 1; paired, {flat[1]} seed{'s' if flat[1] > 1 else ''})")
     return "; ".join(parts) or None
 
 

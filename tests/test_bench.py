@@ -171,6 +171,19 @@ def test_accuracy_merge_refuses_another_recipe(tmp_path):
         acc._merge([str(tmp_path / "missing.json")], base, {"name": "d"}, {}, set())
 
 
+def test_accuracy_plateau_is_the_baselines_gain_paired_by_seed():
+    acc = bench.load_benchmark("accuracy")
+    runs = {"baseline": [{"budget": b, "seed": s, "val_top1": v} for b, s, v in
+                         [(0.75, 0, 78.7), (0.75, 1, 77.8), (0.75, 2, 78.7), (1.0, 0, 80.0)]]}
+    # only seed 0 has both budgets: its own gain (1.3), not 80.0 minus the three seeds' mean (1.6)
+    gain, n = acc.plateau(runs, [0.5, 0.75, 1.0])
+    assert n == 1 and gain == pytest.approx(1.3)
+    runs["baseline"].append({"budget": 1.0, "seed": 1, "val_top1": 78.3})
+    assert acc.plateau(runs, [0.75, 1.0]) == (pytest.approx((1.3 + 0.5) / 2), 2)
+    assert acc.plateau(runs, [1.0]) is None and acc.plateau({}, [0.75, 1.0]) is None
+    assert acc._headline({}, [], (0.9, 3)).endswith("+0.90 points over its last budget step (plateau: < 1; paired, 3 seeds)")
+
+
 def test_accuracy_refuses_bad_budgets():
     with pytest.raises(UserError, match=r"--budgets \[0.0, 1.0\]"):
         bench.load_benchmark("accuracy").main(["--quick", "--budgets", "0", "1", "--device", "cpu"])
