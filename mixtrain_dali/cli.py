@@ -123,9 +123,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mix-speedup", type=float,
                    help="target ideal epoch speedup instead of a fraction (linear schedule: the mean "
                         "over the mixing epochs); " + _recipe("mix", "target_speedup", "none (see --mix-fraction)"))
-    g.add_argument("--mix-selection", choices=["random", "loss", "lowest"],
-                   help="random: any sample; loss: below-threshold samples only; lowest: the lowest "
-                        "losses first; " + _recipe("mix", "selection"))
+    g.add_argument("--mix-selection", choices=["random", "loss"],
+                   help="random: any sample; loss: at random among the below-threshold samples; "
+                        + _recipe("mix", "selection"))
     g.add_argument("--mix-gamma", type=float, help="area share ~ (loss + eps)^gamma; 0 = equal; "
                                                    + _recipe("mix", "gamma"))
     g.add_argument("--mix-warmup", type=int, help="unmixed epochs at the start; "

@@ -28,7 +28,7 @@ def _check(cond: bool, message: str) -> None:
 
 
 SCHEDULES = ("linear", "flat", "resize")
-SELECTIONS = ("random", "loss", "lowest")
+SELECTIONS = ("random", "loss")
 AUTO_AUGMENT = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 
@@ -191,7 +191,7 @@ class MixConfig:
     final_full_fraction: float | None = None  # last part of training unmixed; unset: 0 under
                                      # schedule resize (its ramp ends unmixed), else 0.125
     selection: str = "random"        # random: any sample (one with no loss yet too); loss: random
-                                     # among the below-threshold ones; lowest: the lowest losses first
+                                     # among the below-threshold ones (InfoBatch's rule)
     threshold: str = "mean"          # mean | median of the loss table
     gamma: float = 0.0               # area share ~ (loss + eps) ** gamma; 0 = equal shares (the
                                      # default: tiles of one size, so isolate runs them in one pass)

@@ -6,16 +6,15 @@ there is no RNG state to carry and a resumed run plans exactly what the uninterr
 would have. Rules (docs/architecture.md, "Controller"), in the order they apply:
 
 1. warm-up and final epochs are unmixed;
-2. candidates: every sample, also one never seen (selection="random", "lowest": no loss
-   is needed, so mixing can start at epoch 0; "lowest" takes the unseen ones last), or the
-   seen samples whose last loss is at most the threshold (selection="loss");
+2. candidates: every sample, also one never seen (selection="random": no loss is needed,
+   so mixing can start at epoch 0), or the seen samples whose last loss is at most the
+   threshold (selection="loss");
 3. self-correction: a sample whose loss, measured inside a composite, exceeded the
    threshold is not a candidate (it gets a full-resolution view next epoch);
 4. budget: at most round(f * N) samples mixed (f the same every mixing epoch, decaying
    linearly over them, or following progressive resizing's cost: `fraction_at`), chosen
-   at random among the candidates ("random", "loss": not lowest-first, so no sample is
-   starved of full-resolution views), or the lowest losses first ("lowest"); fewer
-   candidates give a lower speedup, which is logged;
+   at random among the candidates (not lowest-first, so no sample is starved of
+   full-resolution views); fewer candidates give a lower speedup, which is logged;
 5. random groups of k; adaptive area shares (loss + eps) ** gamma, clipped; slice-and-dice
    layout.
 """
@@ -193,7 +192,7 @@ class MixController:
             candidates = seen & (losses <= threshold)
         elif c.method == "prune":
             candidates = seen.copy()
-        else:  # random, lowest (a sample with no loss yet comes after every seen one)
+        else:  # random: every sample, one with no loss yet too
             candidates = keep.copy()
         if c.self_correct and seen.any():
             corrected = seen & mixed_last & (losses > threshold)
@@ -205,11 +204,7 @@ class MixController:
         n_keep = int(keep.sum())
         budget = int(round(f * n_keep)) // k * k  # whole groups, as many as the candidates allow
         n_mix = min(budget, len(cand_idx) // k * k)
-        if c.selection == "lowest":  # ties (equal losses) broken at random
-            by_loss = cand_idx[np.lexsort((rng.random(len(cand_idx)), losses[cand_idx]))]
-            chosen = rng.permutation(by_loss[:n_mix])
-        else:
-            chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
+        chosen = rng.choice(cand_idx, size=n_mix, replace=False) if n_mix else np.empty(0, np.int64)
 
         min_side = max(1, int(round(c.min_side_frac * min(canvas))))
         groups = chosen.reshape(-1, k)

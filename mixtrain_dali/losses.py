@@ -82,8 +82,6 @@ def what_needs_losses(c) -> str:
     if c.selection == "loss":
         return "nothing can be mixed (selection='loss' mixes samples at most the mean loss)"
     lost = []
-    if c.selection == "lowest":
-        lost.append("selection='lowest' picks at random")
     if c.gamma > 0:
         lost.append(f"area shares stay equal (gamma={c.gamma:g} has no loss to weigh)")
     if c.self_correct:

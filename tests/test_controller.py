@@ -317,39 +317,19 @@ def test_loss_selection_never_mixes_a_sample_it_has_no_loss_for():
         assert plan.n_mixed_samples > 0
 
 
-@pytest.mark.parametrize("selection", ["random", "lowest"])
-def test_random_and_lowest_selection_mix_from_epoch_0_without_any_loss(selection):
+def test_random_selection_mixes_from_epoch_0_without_any_loss():
     n = 2000
-    ctl = _ctl(n, k=4, fraction=0.5, selection=selection, warmup_epochs=0, self_correct=False)
+    ctl = _ctl(n, k=4, fraction=0.5, selection="random", warmup_epochs=0, self_correct=False)
     plan = ctl.plan(0)  # no loss table at all: nothing has been seen
     _check_well_formed(plan, np.ones(n, bool))
     assert plan.n_mixed_samples == 1000 and plan.stats["threshold"] is None
-    # and with a part seen: "random" mixes unseen ones too, "lowest" only after every seen one
+    # and with a part seen: unseen samples are mixed too
     losses = np.random.default_rng(4).random(n).astype(np.float32)
     unseen = np.zeros(n, bool)
     unseen[::5] = True
     losses[unseen] = np.nan
-    mixed_unseen = unseen[_mixed_ids(ctl.plan(1, losses))].sum()
-    assert mixed_unseen == 0 if selection == "lowest" else mixed_unseen > 0
+    assert unseen[_mixed_ids(ctl.plan(1, losses))].sum() > 0
 
-
-def test_lowest_selection_mixes_the_lowest_losses_first():
-    n = 4000
-    losses = np.random.default_rng(5).random(n).astype(np.float32)
-    ctl = _ctl(n, k=4, fraction=0.3, selection="lowest", self_correct=False)
-    plan = ctl.plan(1, losses)
-    mixed = _mixed_ids(plan)
-    assert len(mixed) == 1200
-    np.testing.assert_array_equal(mixed, np.sort(np.argsort(losses)[:1200]))
-    # grouped at random, not in loss order: partners are not neighbours in the ranking
-    rank = np.empty(n, np.int64)
-    rank[np.argsort(losses)] = np.arange(n)
-    groups = plan.members[_mixed_rows(plan)]
-    spread = rank[groups].max(1) - rank[groups].min(1)
-    assert np.median(spread) > 300
-
-
-# ------------------------------------------------------------------ adaptive ratio and layout
 
 def _moderate_plan(k: int, gamma: float = 1.0, canvas=CANVAS, n: int = 4000):
     """Losses in [0.5, 1): shares (loss + eps) ** gamma stay inside the default clip bounds and
@@ -815,7 +795,7 @@ def test_resize_schedule_is_checked_and_described():
         MixConfig(enabled=True, method="prune", schedule="resize")
     with pytest.raises(UserError, match=r"ramp=\[0.8, 0.2\]"):
         MixConfig(enabled=True, schedule="resize", ramp=[0.8, 0.2])
-    with pytest.raises(UserError, match="selection='hardest'; valid: random, loss, lowest"):
+    with pytest.raises(UserError, match="selection='hardest'; valid: random, loss"):
         _cfg(selection="hardest")
     with pytest.raises(UserError, match="schedule='resize' follows the run's length: give epochs="):
         MixController(MixConfig(enabled=True), 100, (64, 64))  # the default schedule, no run length

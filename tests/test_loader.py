@@ -221,7 +221,7 @@ def test_colour_identity_helper_is_unambiguous():
 @pytest.mark.parametrize("mix,said", [
     (dict(selection="loss", fraction=0.5), "nothing can be mixed"),
     (dict(fraction=0.5), "self-correction never unmixes a sample"),
-    (dict(selection="lowest", gamma=1.0), "selection='lowest' picks at random, area shares stay equal"),
+    (dict(fraction=0.5, gamma=1.0), "area shares stay equal (gamma=1 has no loss to weigh), self-correction"),
     ({}, None),  # the defaults (random groups, equal shares, resize schedule) need no loss
 ])
 def test_a_loop_that_never_records_is_told_once_what_it_loses(mix, said, colour_folder, caplog):
