@@ -11,6 +11,8 @@ PY_GPU ?= python3
 .PHONY: demo test install clean gpu-check gpu-check-2
 
 $(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c "import shutil, sys; f = shutil.disk_usage('.').free / 2**30; \
+		f < 8 and print(f'warning: {f:.1f} GiB free on this disk; .venv (torch, DALI) takes about 7 GiB', file=sys.stderr)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,timm]'
